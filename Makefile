@@ -1,0 +1,22 @@
+# Two entry points, each sets itself up on a fresh machine:
+#   make run   - the end-to-end pipeline on the quickstart config (embedded DuckDB + Prefect)
+#   make test  - the test suite (offline)
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= configs/quickstart.yaml
+BIN     = $(VENV)/bin
+
+$(BIN)/ant: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+.PHONY: install run test bench
+install: $(BIN)/ant
+
+run: install
+	$(BIN)/ant run --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,226 @@
+"""Resumable, conditional downloads of raw files into `ANT_HOME/raw/`, recorded in `downloads`.
+
+* A partial file (`<name>.part`) is resumed with an HTTP Range request guarded by If-Range,
+  so a changed file on the server restarts cleanly instead of splicing two versions.
+* A file downloaded before is re-validated with If-None-Match / If-Modified-Since: an
+  unchanged file costs one request (a 304) and no bytes.
+* The finished file is renamed into place atomically; its sha256, size, ETag and
+  Last-Modified go to the `downloads` table.
+* `file://` URLs and plain local directories (mirrors) are copied the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+from tqdm import tqdm
+
+from warehouse.store import Warehouse
+
+log = logging.getLogger(__name__)
+
+HASH_BLOCK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download that will not succeed by retrying (bad URL, 404, ...)."""
+
+
+class TransientDownloadError(DownloadError):
+    """A network failure worth retrying; the partial file is kept for resuming."""
+
+
+@dataclass(frozen=True)
+class DownloadRecord:
+    url: str
+    path: str  # relative to ANT_HOME
+    sha256: str
+    size: int
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    record: DownloadRecord
+    status: str  # "downloaded" | "resumed" | "unchanged"
+    bytes_transferred: int
+    seconds: float
+
+
+def sha256_of(path: Path, prefix: hashlib._Hash | None = None) -> hashlib._Hash:
+    digest = prefix or hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest
+
+
+def _local_source(url: str) -> Path | None:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
+        return Path(url)
+    return None
+
+
+def raw_path(warehouse: Warehouse, release: str, relative: str) -> Path:
+    return warehouse.raw_dir / release / relative
+
+
+def fetch(warehouse: Warehouse, url: str, dest: Path, *, timeout_s: float = 60.0,
+          chunk_bytes: int = 1 << 20, progress: bool = True) -> DownloadResult:
+    """Bring `url` to `dest` (resuming, or skipping if unchanged) and record it."""
+    previous = lookup(warehouse, url)
+    if previous is not None and not (warehouse.home / previous.path).exists():
+        previous = None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = _local_source(url)
+    if source is not None:
+        result = _copy_local(source, dest, previous, warehouse, url)
+    else:
+        result = _fetch_http(url, dest, previous, warehouse, timeout_s, chunk_bytes, progress)
+    result = DownloadResult(result.record, result.status, result.bytes_transferred,
+                            time.monotonic() - started)
+    if result.status != "unchanged" or previous is None:
+        record(warehouse, result.record)
+    else:
+        touch(warehouse, url)
+    rate = result.bytes_transferred / max(result.seconds, 1e-9) / 1e6
+    log.info("%s %s (%d bytes, %.1f MB/s)", result.status, dest.name, result.record.size, rate)
+    return result
+
+
+def _copy_local(source: Path, dest: Path, previous: DownloadRecord | None,
+                warehouse: Warehouse, url: str) -> DownloadResult:
+    if not source.is_file():
+        raise DownloadError(f"{url}: no such file {source}; check the mirror directory and "
+                            f"the category name")
+    stat = source.stat()
+    validator = str(stat.st_mtime_ns)
+    if previous and previous.size == stat.st_size and previous.last_modified == validator:
+        return DownloadResult(previous, "unchanged", 0, 0.0)
+    part = dest.with_name(dest.name + ".part")
+    shutil.copyfile(source, part)
+    digest = sha256_of(part).hexdigest()
+    os.replace(part, dest)
+    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest, stat.st_size, None, validator)
+    return DownloadResult(rec, "downloaded", stat.st_size, 0.0)
+
+
+def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse: Warehouse,
+                timeout_s: float, chunk_bytes: int, progress: bool) -> DownloadResult:
+    part = dest.with_name(dest.name + ".part")
+    part_meta = dest.with_name(dest.name + ".part.json")
+    headers: dict[str, str] = {}
+    if previous and dest.exists() and dest.stat().st_size == previous.size:
+        if previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
+    offset = part.stat().st_size if part.exists() else 0
+    validators = json.loads(part_meta.read_text()) if offset and part_meta.exists() else {}
+    if_range = validators.get("etag") or validators.get("last_modified")
+    if offset and if_range:
+        headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = if_range
+    try:
+        with httpx.Client(timeout=timeout_s, follow_redirects=True) as client, \
+                client.stream("GET", url, headers=headers) as response:
+            return _receive(response, url, dest, part, part_meta, offset, previous, warehouse,
+                            chunk_bytes, progress)
+    except httpx.TransportError as exc:
+        raise TransientDownloadError(
+            f"{url}: {type(exc).__name__}: {exc}. If the host is unreachable, point "
+            f"ANT_AMAZON_2018_URL / ANT_AMAZON_2023_URL (or sources: in the config) at a "
+            f"mirror or a local directory.") from exc
+
+
+def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_meta: Path,
+             offset: int, previous: DownloadRecord | None, warehouse: Warehouse,
+             chunk_bytes: int, progress: bool) -> DownloadResult:
+    status = response.status_code
+    if status == 304 and previous is not None:
+        return DownloadResult(previous, "unchanged", 0, 0.0)
+    if status == 404:
+        raise DownloadError(f"{url}: not found (HTTP 404); check the category name and base URL")
+    if status == 416:  # our partial file is not a prefix of what the server has now
+        part.unlink(missing_ok=True)
+        raise TransientDownloadError(f"{url}: stale partial download discarded (HTTP 416); retrying")
+    if status >= 500 or status == 429:
+        raise TransientDownloadError(f"{url}: server answered HTTP {status}")
+    if status not in (200, 206):
+        raise DownloadError(f"{url}: unexpected HTTP {status}")
+
+    resumed = status == 206
+    if not resumed:
+        offset = 0
+    etag, last_modified = response.headers.get("etag"), response.headers.get("last-modified")
+    part_meta.write_text(json.dumps({"etag": etag, "last_modified": last_modified}))
+    length = response.headers.get("content-length")
+    total = offset + int(length) if length is not None else None
+    digest = sha256_of(part) if resumed else hashlib.sha256()
+    received = 0
+    with open(part, "ab" if resumed else "wb") as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
+            disable=not progress, leave=False) as bar:
+        try:
+            for chunk in response.iter_raw(chunk_bytes):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except httpx.TransportError as exc:
+            raise TransientDownloadError(
+                f"{url}: connection lost after {offset + received} bytes ({exc}); the partial "
+                f"file {part.name} is kept and the next attempt resumes it") from exc
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise TransientDownloadError(f"{url}: got {size} of {total} bytes; will resume")
+    os.replace(part, dest)
+    part_meta.unlink(missing_ok=True)
+    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest.hexdigest(), size,
+                         etag, last_modified)
+    return DownloadResult(rec, "resumed" if resumed else "downloaded", received, 0.0)
+
+
+# -- the downloads table -----------------------------------------------------------------------
+def lookup(warehouse: Warehouse, url: str) -> DownloadRecord | None:
+    if not warehouse.db_path.exists():
+        return None
+    with warehouse.reader() as con:
+        row = con.execute("SELECT url, path, sha256, size, etag, last_modified FROM downloads "
+                          "WHERE url = ?", [url]).fetchone()
+    return DownloadRecord(*row) if row else None
+
+
+def record(warehouse: Warehouse, rec: DownloadRecord) -> None:
+    fields = asdict(rec)
+    with warehouse.writer() as con:
+        con.execute(f"INSERT OR REPLACE INTO downloads ({', '.join(fields)}, downloaded_at, checked_at) "
+                    f"VALUES ({', '.join('?' * len(fields))}, now(), now())", list(fields.values()))
+
+
+def touch(warehouse: Warehouse, url: str) -> None:
+    with warehouse.writer() as con:
+        con.execute("UPDATE downloads SET checked_at = now() WHERE url = ?", [url])
+
+
+def invalidate(warehouse: Warehouse, url: str, path: Path) -> Path:
+    """Forget a raw file found corrupt, so the next run downloads it again; keep it aside."""
+    aside = path.with_name(path.name + ".corrupt")
+    if path.exists():
+        os.replace(path, aside)
+    with warehouse.writer() as con:
+        con.execute("DELETE FROM downloads WHERE url = ?", [url])
+    return aside

@@ -1,0 +1,223 @@
+"""Raw Amazon JSON lines (2018 or 2023) → the release-independent `interactions`, `items` and
+`rejects` tables, streamed by DuckDB (a file is never held in memory whole).
+
+Each raw line is read as text with its line number, then parsed with DuckDB's JSON
+functions. A line that is not JSON, lacks a key, or has a value of the wrong type becomes a
+`rejects` row (file, line, reason, first 200 characters) instead of failing the run.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from duckdb import sqltypes
+import pyarrow as pa
+
+from warehouse.sql import literal
+
+SNIPPET_CHARS = 200
+
+
+class CorruptRawFile(RuntimeError):
+    """A raw file that cannot be decompressed or read to its end."""
+
+    def __init__(self, path: Path, cause: Exception):
+        super().__init__(f"{path}: the file is truncated or corrupt ({cause}). "
+                         f"It was set aside; run the ingest again to download it anew.")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class ReviewFields:
+    user: str
+    item: str
+    rating: str
+    ts: str
+    ts_per_second: int  # 1 for seconds, 1000 for milliseconds
+
+
+REVIEW_FIELDS = {
+    "2018": ReviewFields("reviewerID", "asin", "overall", "unixReviewTime", 1),
+    "2023": ReviewFields("user_id", "parent_asin", "rating", "timestamp", 1000),
+}
+
+
+def _unescape_entities(values: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else html.unescape(v) for v in values.to_pylist()],
+                    type=pa.string())
+
+
+def prepare(con: duckdb.DuckDBPyConnection, *, text_max_chars: int, price_max: float) -> None:
+    """Register the cleaning functions this module's SQL uses on a scratch connection."""
+    con.create_function("unescape_entities", _unescape_entities, [sqltypes.VARCHAR], sqltypes.VARCHAR,
+                        type="arrow")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP MACRO clean_text(s) AS
+            left(trim(regexp_replace(regexp_replace(
+                 CASE WHEN contains(s, '&') THEN unescape_entities(s) ELSE s END,
+                 '</?[A-Za-z][^<>]*(>|$)', ' ', 'g'), '\\s+', ' ', 'g')), {int(text_max_chars)})""")
+    # "$1,299.00" → 1299; "$5 - $9" → 7; numbers and numeric strings as they are; junk → NULL.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP MACRO parse_price(s) AS (
+            WITH m AS (SELECT regexp_extract(s,
+                '^\\s*\\$?\\s*([0-9][0-9,]*(?:\\.[0-9]+)?)\\s*(?:-\\s*\\$?\\s*([0-9][0-9,]*(?:\\.[0-9]+)?))?\\s*$',
+                ['lo', 'hi']) AS g),
+            v AS (SELECT CASE WHEN g.hi <> '' THEN (replace(g.lo, ',', '')::DOUBLE + replace(g.hi, ',', '')::DOUBLE) / 2
+                              WHEN g.lo <> '' THEN replace(g.lo, ',', '')::DOUBLE END AS p FROM m)
+            SELECT CASE WHEN p > 0 AND p <= {float(price_max)} THEN p END FROM v)""")
+
+
+def _lines(path: Path, max_line_bytes: int) -> str:
+    """SQL for (line, raw): the file's lines, numbered from 1 in file order."""
+    return (f"SELECT row_number() OVER () AS line, raw FROM read_csv({literal(str(path))}, "
+            f"columns = {{'raw': 'VARCHAR'}}, delim = '\\x01', quote = '', escape = '', "
+            f"header = false, auto_detect = false, max_line_size = {int(max_line_bytes)})")
+
+
+def _fields_fast(path: Path, fields: list[str], sql_type: str, max_line_bytes: int,
+                 numbered: bool) -> str:
+    """Top-level `fields` via DuckDB's JSON reader; fails on any malformed line.
+
+    Numbering the rows serialises the scan, so it is done only where row order matters."""
+    columns = ", ".join(f"{literal(f)}: {literal(sql_type)}" for f in fields)
+    names = ", ".join(f'"{f}"' for f in fields)
+    line = "row_number() OVER ()" if numbered else "NULL::BIGINT"
+    return (f"SELECT {line} AS line, NULL::VARCHAR AS raw, false AS malformed, {names} "
+            f"FROM read_json({literal(str(path))}, format = 'newline_delimited', "
+            f"columns = {{{columns}}}, maximum_object_size = {int(max_line_bytes)})")
+
+
+def _fields_by_line(path: Path, fields: list[str], sql_type: str, max_line_bytes: int) -> str:
+    """The same columns, line by line: malformed lines become `malformed` rows with a line number."""
+    extract = "json_extract_string" if sql_type == "VARCHAR" else "json_extract"
+    paths = ", ".join(literal(f"$.{f}") for f in fields)
+    names = ", ".join(f'v[{i + 1}] AS "{f}"' for i, f in enumerate(fields))
+    return (f"SELECT line, raw, v IS NULL AS malformed, {names} FROM (SELECT line, raw, "
+            f"try({extract}(raw, [{paths}])) AS v FROM ({_lines(path, max_line_bytes)}))")
+
+
+def _parse(con, table: str, path: Path, fields: list[str], sql_type: str, select: str,
+           max_line_bytes: int, numbered: bool) -> None:
+    """Create temp `table` from `select` (which reads `src`) over the file's fields.
+
+    Real files are almost always clean, so the fast JSON reader goes first; only a file with
+    malformed lines or rejected rows is read again line by line, to name each bad line."""
+    fast = _fields_fast(path, fields, sql_type, max_line_bytes, numbered)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS WITH src AS ({fast}) {select}")
+        if con.execute(f"SELECT count(reason) FROM {table}").fetchone()[0] == 0:
+            return
+    except duckdb.Error:
+        pass
+    slow = _fields_by_line(path, fields, sql_type, max_line_bytes)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS WITH src AS ({slow}) {select}")
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+        raise CorruptRawFile(path, exc) from exc
+
+
+def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int) -> None:
+    """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, reason, snippet)`."""
+    f = REVIEW_FIELDS[release]
+    select = f"""
+        SELECT line, "{f.user}" AS user_id, "{f.item}" AS item_id,
+               try_cast("{f.rating}" AS DOUBLE) AS rating,
+               try_cast("{f.ts}" AS BIGINT) // {f.ts_per_second} AS ts,
+               CASE WHEN malformed THEN 'malformed JSON'
+                    WHEN user_id IS NULL OR user_id = '' THEN 'missing {f.user}'
+                    WHEN item_id IS NULL OR item_id = '' THEN 'missing {f.item}'
+                    WHEN "{f.rating}" IS NULL THEN 'missing {f.rating}'
+                    WHEN rating IS NULL THEN '{f.rating} is not a number'
+                    WHEN "{f.ts}" IS NULL THEN 'missing {f.ts}'
+                    WHEN ts IS NULL OR ts < 0 THEN '{f.ts} is not a non-negative integer'
+               END AS reason,
+               CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
+        FROM src"""
+    _parse(con, "parsed_reviews", path, [f.user, f.item, f.rating, f.ts], "VARCHAR", select,
+           max_line_bytes, numbered=False)
+
+
+@dataclass(frozen=True)
+class MetaFields:
+    fields: list[str]
+    item_id: str
+    brand: str       # SQL over the fields
+    categories: str
+    price: str
+    image_urls: str  # SQL giving the list of full-size URLs, best first
+
+
+META_FIELDS = {
+    "2018": MetaFields(
+        ["asin", "title", "brand", "category", "price", "imageURL", "imageURLHighRes"], "asin",
+        brand="brand ->> '$'", categories="category", price="price ->> '$'",
+        # Full-size URLs, else thumbnails without their size token (._SX38_SY50_CR,0,0,38,50_).
+        image_urls="""CASE WHEN len(coalesce(try_cast("imageURLHighRes" AS VARCHAR[]), [])) > 0
+                           THEN try_cast("imageURLHighRes" AS VARCHAR[])
+                           ELSE list_transform(try_cast("imageURL" AS VARCHAR[]),
+                                lambda u: regexp_replace(u, '\\._[^/]*_(\\.[A-Za-z]+)$', '\\1')) END"""),
+    "2023": MetaFields(
+        ["parent_asin", "title", "details", "store", "categories", "price", "images"], "parent_asin",
+        brand="coalesce(details ->> '$.Brand', store ->> '$')", categories="categories",
+        price="nullif(price ->> '$', 'None')",
+        # MAIN image first, then the others; hi_res where present, else large.
+        image_urls="""list_filter(list_transform(list_concat(
+                          list_filter(imgs, lambda x: x.variant = 'MAIN'),
+                          list_filter(imgs, lambda x: coalesce(x.variant, '') <> 'MAIN')),
+                          lambda x: coalesce(x.hi_res, x.large)), lambda u: u IS NOT NULL)"""),
+}
+
+
+def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images: int) -> None:
+    """Create temp table `parsed_items(line, item_id, title, ..., text, reason, snippet)`.
+
+    Needs `prepare` first. Repeated item ids are kept here; `items_sql` keeps the first."""
+    m = META_FIELDS[release]
+    images = ("coalesce(try(json_transform(images, "
+              "'[{\"variant\": \"VARCHAR\", \"large\": \"VARCHAR\", \"hi_res\": \"VARCHAR\"}]')), [])"
+              if release == "2023" else "NULL")
+    select = f"""
+        SELECT line, item_id, clean_text(title_raw) AS title, clean_text(brand_raw) AS brand,
+               list_transform(coalesce(categories_raw, []), lambda c: clean_text(c)) AS categories,
+               price_raw, parse_price(price_raw) AS price,
+               list_slice(coalesce(image_urls, []), 1, {int(max_images)}) AS image_urls,
+               clean_text(concat_ws(' ', title_raw, array_to_string(categories_raw, ' '), brand_raw)) AS text,
+               CASE WHEN malformed THEN 'malformed JSON'
+                    WHEN item_id IS NULL OR item_id = '' THEN 'missing {m.item_id}' END AS reason,
+               CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
+        FROM (SELECT line, raw, malformed, "{m.item_id}" ->> '$' AS item_id, title ->> '$' AS title_raw,
+                     {m.brand} AS brand_raw, try_cast({m.categories} AS VARCHAR[]) AS categories_raw,
+                     {m.price} AS price_raw, {m.image_urls} AS image_urls
+              FROM (SELECT *, {images} AS imgs FROM src))"""
+    _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True)
+
+
+def interactions_sql(domain: str) -> str:
+    return (f"SELECT {literal(domain)} AS domain, user_id, item_id, rating, ts "
+            f"FROM parsed_reviews WHERE reason IS NULL")
+
+
+def items_sql(domain: str) -> str:
+    """The catalogue: one row per item id, the first metadata row wins."""
+    return (f"SELECT {literal(domain)} AS domain, item_id, title, brand, categories, price_raw, price, "
+            f"image_urls, text FROM parsed_items WHERE reason IS NULL "
+            f"QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY line) = 1 ORDER BY item_id")
+
+
+def rejects_sql(domain: str, review_file: str, meta_file: str) -> str:
+    return (f"SELECT {literal(domain)} AS domain, {literal(review_file)} AS file, line, reason, snippet "
+            f"FROM parsed_reviews WHERE reason IS NOT NULL UNION ALL "
+            f"SELECT {literal(domain)}, {literal(meta_file)}, line, reason, snippet "
+            f"FROM parsed_items WHERE reason IS NOT NULL ORDER BY file, line")
+
+
+def parse_counts(con) -> dict[str, int]:
+    """Lines read, rejects and repeated metadata rows of the last parse."""
+    reviews, bad_reviews = con.execute("SELECT count(*), count(reason) FROM parsed_reviews").fetchone()
+    items, bad_items, distinct = con.execute(
+        "SELECT count(*), count(reason), count(DISTINCT item_id) FILTER (WHERE reason IS NULL) "
+        "FROM parsed_items").fetchone()
+    return {"raw_reviews": reviews, "raw_items": items, "rejected": bad_reviews + bad_items,
+            "duplicate_meta_rows": items - bad_items - distinct}

@@ -1,0 +1,74 @@
+"""The warehouse schema: Parquet-backed tables, native registry tables, views and migrations.
+
+Large per-domain tables live in Parquet files (one file per table and domain, swapped
+atomically by `Warehouse.publish`); DuckDB holds a manifest of the current files, views over
+them, and small native tables (downloads, domains). `SCHEMA_VERSION` and `MIGRATIONS` keep
+an existing `warehouse.duckdb` in step with the code.
+"""
+from __future__ import annotations
+
+# Columns of each Parquet-backed table. A view with these columns exists even before the
+# first file is published, so ad hoc queries never fail on an empty warehouse.
+PARQUET_TABLES: dict[str, dict[str, str]] = {
+    "interactions": {
+        "domain": "VARCHAR", "user_id": "VARCHAR", "item_id": "VARCHAR",
+        "rating": "DOUBLE", "ts": "BIGINT",
+    },
+    "items": {
+        "domain": "VARCHAR", "item_id": "VARCHAR", "title": "VARCHAR", "brand": "VARCHAR",
+        "categories": "VARCHAR[]", "price_raw": "VARCHAR", "price": "DOUBLE",
+        "image_urls": "VARCHAR[]", "text": "VARCHAR",
+    },
+    "rejects": {
+        "domain": "VARCHAR", "file": "VARCHAR", "line": "BIGINT", "reason": "VARCHAR",
+        "snippet": "VARCHAR",
+    },
+    "item_index": {"domain": "VARCHAR", "item_id": "VARCHAR", "item_idx": "INTEGER"},
+    "user_index": {"domain": "VARCHAR", "user_id": "VARCHAR", "user_idx": "INTEGER"},
+    "sequences": {
+        "domain": "VARCHAR", "user_idx": "INTEGER", "item_idxs": "INTEGER[]",
+        "timestamps": "BIGINT[]", "length": "INTEGER",
+    },
+    "splits": {
+        "domain": "VARCHAR", "user_idx": "INTEGER", "split": "VARCHAR",
+        "history": "INTEGER[]", "target": "INTEGER",
+    },
+}
+
+SCHEMA_VERSION = 1
+
+# Migration N brings a database from version N-1 to N. Append, never edit.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE schema_version (version INTEGER NOT NULL)""",
+        """CREATE TABLE parquet_files (
+            table_name VARCHAR NOT NULL, domain VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            rows BIGINT NOT NULL, published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (table_name, domain))""",
+        """CREATE TABLE downloads (
+            url VARCHAR PRIMARY KEY, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
+            size BIGINT NOT NULL, etag VARCHAR, last_modified VARCHAR,
+            downloaded_at TIMESTAMPTZ NOT NULL, checked_at TIMESTAMPTZ NOT NULL)""",
+        """CREATE TABLE domains (
+            domain VARCHAR PRIMARY KEY, release VARCHAR NOT NULL, category VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL, raw_reviews BIGINT, raw_items BIGINT,
+            rejected BIGINT, duplicate_meta_rows BIGINT, ingested_at TIMESTAMPTZ NOT NULL)""",
+    ],
+}
+
+# Views over the tables above; rebuilt with the Parquet views on every publish.
+DERIVED_VIEWS: dict[str, str] = {
+    "domain_stats": """
+        WITH seq AS (
+            SELECT domain, count(*) AS users, sum(length) AS interactions, avg(length) AS mean_seq_len
+            FROM sequences GROUP BY domain),
+        cat AS (
+            SELECT x.domain, count(*) AS items,
+                   avg((i.price IS NOT NULL)::INT) AS price_coverage,
+                   avg((len(coalesce(i.image_urls, [])) > 0)::INT) AS image_coverage
+            FROM item_index x LEFT JOIN items i USING (domain, item_id) GROUP BY x.domain)
+        SELECT seq.domain, users, items, interactions,
+               interactions / (users * items)::DOUBLE AS density,
+               mean_seq_len, price_coverage, image_coverage
+        FROM seq JOIN cat USING (domain) ORDER BY seq.domain""",
+}

@@ -1,0 +1,190 @@
+"""The warehouse on disk: `ANT_HOME` layout, DuckDB connections, atomic Parquet publishing.
+
+DuckDB lets one process write a database file, and a writing process locks readers out.
+So heavy work runs on in-memory *scratch* connections that read raw files and write new
+Parquet files; only `publish` opens `warehouse.duckdb` for writing, for one short
+transaction that points the manifest and the views at the new files. A crash before that
+commit leaves the old tables in place; readers see either the old or the new files, never
+a mix, and can open the database read-only whenever no publish is in flight.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from warehouse.sql import string_list
+from warehouse.schema import DERIVED_VIEWS, MIGRATIONS, PARQUET_TABLES, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+LOCK_RETRY_S = 0.2
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse problem the user can act on; the message says what to do."""
+
+
+class WarehouseLocked(WarehouseError):
+    """Another process holds the warehouse."""
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    return "lock" in str(exc).lower()
+
+
+class Warehouse:
+    """Paths under one `ANT_HOME` and the ways to open its database."""
+
+    def __init__(self, home: str | Path, lock_timeout_s: float = 120.0):
+        self.home = Path(home).resolve()
+        self.raw_dir = self.home / "raw"
+        self.parquet_dir = self.home / "parquet"
+        self.tmp_dir = self.home / "tmp"
+        self.db_path = self.home / "warehouse.duckdb"
+        self.lock_timeout_s = lock_timeout_s
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise WarehouseLocked(
+                            f"{self.db_path} is held by another process for more than "
+                            f"{self.lock_timeout_s:.0f}s: {exc}") from exc
+                    raise
+                time.sleep(LOCK_RETRY_S)
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (waits while a publish holds the file)."""
+        if not self.db_path.exists():
+            raise WarehouseError(f"no warehouse at {self.db_path}: run `ant ingest` first "
+                                 f"(or set ANT_HOME to an existing one)")
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short write connection, schema migrated; keep the work inside it small."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    def scratch(self, threads: int = 2, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
+        """An in-memory connection for heavy work; spills to `ANT_HOME/tmp`."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(config={
+            "threads": threads, "memory_limit": memory_limit,
+            "temp_directory": str(self.tmp_dir), "preserve_insertion_order": True,
+        })
+
+    @contextlib.contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Whole-run exclusion: a second pipeline on the same ANT_HOME waits, then refuses."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.home / ".run.lock"))
+        try:
+            lock.acquire(timeout=self.lock_timeout_s)
+        except Timeout as exc:
+            raise WarehouseLocked(
+                f"another run is writing to {self.home} (lock {lock.lock_file}); waited "
+                f"{self.lock_timeout_s:.0f}s. Wait for it to finish, or use another ANT_HOME.") from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- schema --------------------------------------------------------------------------------
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        has_version = con.execute("SELECT count(*) FROM information_schema.tables "
+                              "WHERE table_name = 'schema_version'").fetchone()[0]
+        current = con.execute("SELECT max(version) FROM schema_version").fetchone()[0] if has_version else 0
+        current = current or 0
+        if current > SCHEMA_VERSION:
+            raise WarehouseError(f"{self.db_path} has schema version {current}, newer than this "
+                                 f"code's {SCHEMA_VERSION}: upgrade the pipeline")
+        if current == SCHEMA_VERSION:
+            return
+        con.begin()
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                con.execute(statement)
+            log.info("warehouse %s migrated to schema version %d", self.db_path, version)
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+        self._create_views(con)
+        con.commit()
+
+    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        for table, columns in PARQUET_TABLES.items():
+            paths = [str(self.home / p) for (p,) in con.execute(
+                "SELECT path FROM parquet_files WHERE table_name = ? ORDER BY domain", [table]).fetchall()]
+            cols = ", ".join(columns)
+            if paths:
+                body = f"SELECT {cols} FROM read_parquet({string_list(paths)})"
+            else:
+                body = ("SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
+                        + " WHERE false")
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS {body}")
+        for name, body in DERIVED_VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+
+    # -- Parquet tables ------------------------------------------------------------------------
+    def new_parquet_path(self, table: str, domain: str) -> Path:
+        """A fresh, never-used file name for a table's next version of `domain`."""
+        if table not in PARQUET_TABLES:
+            raise KeyError(f"unknown warehouse table {table!r}")
+        folder = self.parquet_dir / table / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{uuid.uuid4().hex}.parquet"
+
+    def publish(self, domain: str, files: Mapping[str, Path], domain_row: Mapping | None = None) -> None:
+        """Point the tables at freshly written files for `domain`, all in one transaction."""
+        with self.writer() as con:
+            con.begin()
+            for table, path in files.items():
+                rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
+                con.execute("INSERT OR REPLACE INTO parquet_files (table_name, domain, path, rows) "
+                            "VALUES (?, ?, ?, ?)",
+                            [table, domain, str(Path(path).relative_to(self.home)), rows])
+            if domain_row is not None:
+                names = list(domain_row)
+                con.execute(f"INSERT OR REPLACE INTO domains ({', '.join(names)}, ingested_at) "
+                            f"VALUES ({', '.join('?' * len(names))}, now())", list(domain_row.values()))
+            self._create_views(con)
+            con.commit()
+
+    def collect_garbage(self) -> int:
+        """Delete Parquet files no table points at (left by crashes or replaced versions).
+
+        Call under `run_lock`, before a run stages new files."""
+        if not self.db_path.exists():
+            return 0
+        with self.reader() as con:
+            live = {self.home / p for (p,) in con.sql("SELECT path FROM parquet_files").fetchall()}
+        removed = 0
+        for path in self.parquet_dir.glob("*/*/*.parquet"):
+            if path not in live:
+                path.unlink()
+                removed += 1
+        if removed:
+            log.info("removed %d unreferenced Parquet files", removed)
+        return removed
