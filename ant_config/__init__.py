@@ -40,7 +40,6 @@ class Download(_Section):
     timeout_s: float = Field(60.0, gt=0, description="connect/read timeout of one request")
     retries: int = Field(3, ge=0, description="task-level retries on transient network errors")
     retry_delay_s: float = Field(5.0, ge=0)
-    chunk_bytes: int = Field(1 << 20, gt=0)
 
 
 class Filtering(_Section):

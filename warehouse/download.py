@@ -78,7 +78,7 @@ def raw_path(warehouse: Warehouse, release: str, relative: str) -> Path:
 
 
 def fetch(warehouse: Warehouse, url: str, dest: Path, *, timeout_s: float = 60.0,
-          chunk_bytes: int = 1 << 20, progress: bool = True) -> DownloadResult:
+          progress: bool = True) -> DownloadResult:
     """Bring `url` to `dest` (resuming, or skipping if unchanged) and record it."""
     previous = lookup(warehouse, url)
     if previous is not None and not (warehouse.home / previous.path).exists():
@@ -89,7 +89,7 @@ def fetch(warehouse: Warehouse, url: str, dest: Path, *, timeout_s: float = 60.0
     if source is not None:
         result = _copy_local(source, dest, previous, warehouse, url)
     else:
-        result = _fetch_http(url, dest, previous, warehouse, timeout_s, chunk_bytes, progress)
+        result = _fetch_http(url, dest, previous, warehouse, timeout_s, progress)
     result = DownloadResult(result.record, result.status, result.bytes_transferred,
                             time.monotonic() - started)
     if result.status != "unchanged" or previous is None:
@@ -119,7 +119,7 @@ def _copy_local(source: Path, dest: Path, previous: DownloadRecord | None,
 
 
 def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse: Warehouse,
-                timeout_s: float, chunk_bytes: int, progress: bool) -> DownloadResult:
+                timeout_s: float, progress: bool) -> DownloadResult:
     part = dest.with_name(dest.name + ".part")
     part_meta = dest.with_name(dest.name + ".part.json")
     headers: dict[str, str] = {}
@@ -138,7 +138,7 @@ def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse
         with httpx.Client(timeout=timeout_s, follow_redirects=True) as client, \
                 client.stream("GET", url, headers=headers) as response:
             return _receive(response, url, dest, part, part_meta, offset, previous, warehouse,
-                            chunk_bytes, progress)
+                            progress)
     except httpx.TransportError as exc:
         raise TransientDownloadError(
             f"{url}: {type(exc).__name__}: {exc}. If the host is unreachable, point "
@@ -148,7 +148,7 @@ def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse
 
 def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_meta: Path,
              offset: int, previous: DownloadRecord | None, warehouse: Warehouse,
-             chunk_bytes: int, progress: bool) -> DownloadResult:
+             progress: bool) -> DownloadResult:
     status = response.status_code
     if status == 304 and previous is not None:
         return DownloadResult(previous, "unchanged", 0, 0.0)
@@ -175,7 +175,7 @@ def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_me
             total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
             disable=not progress, leave=False) as bar:
         try:
-            for chunk in response.iter_raw(chunk_bytes):
+            for chunk in response.iter_raw():  # as received: a dropped link loses no bytes
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)

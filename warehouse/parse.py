@@ -122,19 +122,20 @@ def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int) -> None
     """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, reason, snippet)`."""
     f = REVIEW_FIELDS[release]
     select = f"""
-        SELECT line, "{f.user}" AS user_id, "{f.item}" AS item_id,
-               try_cast("{f.rating}" AS DOUBLE) AS rating,
-               try_cast("{f.ts}" AS BIGINT) // {f.ts_per_second} AS ts,
+        SELECT line, user_id, item_id, rating, ts,
                CASE WHEN malformed THEN 'malformed JSON'
                     WHEN user_id IS NULL OR user_id = '' THEN 'missing {f.user}'
                     WHEN item_id IS NULL OR item_id = '' THEN 'missing {f.item}'
-                    WHEN "{f.rating}" IS NULL THEN 'missing {f.rating}'
+                    WHEN rating_raw IS NULL THEN 'missing {f.rating}'
                     WHEN rating IS NULL THEN '{f.rating} is not a number'
-                    WHEN "{f.ts}" IS NULL THEN 'missing {f.ts}'
+                    WHEN ts_raw IS NULL THEN 'missing {f.ts}'
                     WHEN ts IS NULL OR ts < 0 THEN '{f.ts} is not a non-negative integer'
                END AS reason,
                CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
-        FROM src"""
+        FROM (SELECT line, raw, malformed, "{f.user}" AS user_id, "{f.item}" AS item_id,
+                     "{f.rating}" AS rating_raw, try_cast("{f.rating}" AS DOUBLE) AS rating,
+                     "{f.ts}" AS ts_raw, try_cast("{f.ts}" AS BIGINT) // {f.ts_per_second} AS ts
+              FROM src)"""
     _parse(con, "parsed_reviews", path, [f.user, f.item, f.rating, f.ts], "VARCHAR", select,
            max_line_bytes, numbered=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,16 @@ from warehouse.schema import DERIVED_VIEWS, MIGRATIONS, PARQUET_TABLES, SCHEMA_V
 log = logging.getLogger(__name__)
 
 LOCK_RETRY_S = 0.2
+
+# DuckDB keeps one database instance per file and process: threads of one process (Prefect
+# tasks) must take turns with the file, and never hold read-only and read-write at once.
+_FILE_LOCKS: dict[Path, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(path, threading.RLock())
 
 
 class WarehouseError(RuntimeError):
@@ -71,22 +82,24 @@ class Warehouse:
         if not self.db_path.exists():
             raise WarehouseError(f"no warehouse at {self.db_path}: run `ant ingest` first "
                                  f"(or set ANT_HOME to an existing one)")
-        con = self._connect(read_only=True)
-        try:
-            yield con
-        finally:
-            con.close()
+        with _file_lock(self.db_path):
+            con = self._connect(read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short write connection, schema migrated; keep the work inside it small."""
         self.home.mkdir(parents=True, exist_ok=True)
-        con = self._connect(read_only=False)
-        try:
-            self._migrate(con)
-            yield con
-        finally:
-            con.close()
+        with _file_lock(self.db_path):
+            con = self._connect(read_only=False)
+            try:
+                self._migrate(con)
+                yield con
+            finally:
+                con.close()
 
     def scratch(self, threads: int = 2, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
         """An in-memory connection for heavy work; spills to `ANT_HOME/tmp`."""

@@ -1,0 +1,103 @@
+"""`ant`: the command line. Each subcommand validates its input, then runs a flow (or, for
+`sql`, one read-only query). Known failures print one clear line and exit 1."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# Prefect reads these at import: our own loggers join the run logs, and a temporary local
+# API (no server configured) gets time to start on a loaded machine. Users can override.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warehouse,ant_model,tasks,flows")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from ant_config import ConfigError, load_config  # noqa: E402
+from warehouse.download import DownloadError  # noqa: E402
+from warehouse.parse import CorruptRawFile  # noqa: E402
+from warehouse.sources import UnknownCategory, check_categories  # noqa: E402
+from warehouse.store import Warehouse, WarehouseError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="ANT: transferable multi-modal sequential recommendation on Amazon reviews.")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+USER_ERRORS = (ConfigError, UnknownCategory, WarehouseError, DownloadError, CorruptRawFile)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def ingest(config: ConfigOpt = None,
+           release: Annotated[Optional[str], typer.Option(help="2018 or 2023")] = None,
+           domain: Annotated[Optional[list[str]], typer.Option(
+               "--domain", "-d", help="category to ingest (repeatable); default: the config's")] = None) -> None:
+    """Download Amazon review files and build clean sequences in the warehouse."""
+    try:
+        cfg = load_config(config, release=release)
+        categories = domain or cfg.categories
+        check_categories(cfg.release, categories)  # fail before Prefect or any download starts
+        from flows.ingest import ingest as ingest_flow
+        summaries = ingest_flow(str(config) if config else None, release, categories)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    for s in summaries:
+        typer.echo(f"{s['domain']}: {s['status']}, {s['users']} users, {s['items']} items, "
+                   f"{s['interactions']} interactions ({s['rejected']} rejected lines)")
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """The end-to-end pipeline on a config (today: ingest of every auxiliary and target domain)."""
+    ingest(config=config)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="a read-only SQL query")],
+        as_csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,
+        config: ConfigOpt = None) -> None:
+    """Run a read-only query on the warehouse (tables and views: see README)."""
+    try:
+        wh = Warehouse(load_config(config).home)
+        with wh.reader() as con:
+            cursor = con.execute(query)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - a bad query is the user's to fix, show it plainly
+        _fail(exc)
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    _print_table(columns, rows)
+
+
+def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    cells = [columns] + [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for n, row in enumerate(cells):
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        if n == 0:
+            typer.echo("  ".join("-" * w for w in widths))
+    typer.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,144 @@
+"""Shared test fixtures: offline environment, a real HTTP server on 127.0.0.1 that serves the
+fixture files as the public mirrors lay them out, and Prefect's test harness."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+# Before anything imports prefect or transformers: no network, no telemetry, private state.
+os.environ.update({
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_HOME": os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="ant-prefect-"),
+})
+for var in ("ANT_HOME", "ANT_AMAZON_2018_URL", "ANT_AMAZON_2023_URL", "PREFECT_API_URL"):
+    os.environ.pop(var, None)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CATEGORIES_2018 = ("Gift_Cards", "Magazine_Subscriptions")
+
+
+class FixtureServer:
+    """Serves a directory with ETag, Last-Modified, conditional GET and Range support, like
+    the public hosts, and can cut a response short once to simulate a dropped connection."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.log: list[tuple[str, int, int]] = []  # (path, status, body bytes sent)
+        self.cut_after: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):
+                rel = unquote(self.path.split("?")[0]).lstrip("/")
+                path = server.root / rel
+                if not path.is_file():
+                    return self._send(rel, 404, b"not found")
+                data = path.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                modified = formatdate(path.stat().st_mtime, usegmt=True)
+                headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes"}
+                if self.headers.get("If-None-Match") == etag:
+                    return self._send(rel, 304, b"", headers)
+                status, body = 200, data
+                wanted = self.headers.get("Range", "")
+                if_range = self.headers.get("If-Range")
+                if wanted.startswith("bytes=") and if_range in (None, etag, modified):
+                    start = int(wanted[6:].split("-")[0])
+                    if start >= len(data):
+                        return self._send(rel, 416, b"", headers)
+                    status, body = 206, data[start:]
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                self._send(rel, status, body, headers, cut=server.cut_after.pop(rel, None))
+
+            def _send(self, rel, status, body, headers=None, cut=None):
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                sent = body if cut is None else body[:cut]
+                self.wfile.write(sent)
+                self.wfile.flush()
+                server.log.append((rel, status, len(sent)))
+                if cut is not None:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def lay_out_mirror(root: Path) -> Path:
+    """Put the fixtures where the public hosts keep them (2023 files gzipped as published)."""
+    v2 = root / "amazon_v2"
+    for cat in CATEGORIES_2018:
+        for rel, name in ((f"categoryFilesSmall/{cat}_5.json.gz", f"{cat}_5.json.gz"),
+                          (f"metaFiles2/meta_{cat}.json.gz", f"meta_{cat}.json.gz")):
+            (v2 / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(FIXTURES / "amazon-2018" / name, v2 / rel)
+    v23 = root / "amazon_2023" / "raw"
+    for rel, name in (("review_categories/Gift_Cards.jsonl.gz", "Gift_Cards.jsonl"),
+                      ("meta_categories/meta_Gift_Cards.jsonl.gz", "meta_Gift_Cards.jsonl")):
+        (v23 / rel).parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(v23 / rel, "wb") as out:
+            out.write((FIXTURES / "amazon-2023" / name).read_bytes())
+    return root
+
+
+@pytest.fixture()
+def mirror(tmp_path) -> Path:
+    return lay_out_mirror(tmp_path / "mirror")
+
+
+@pytest.fixture()
+def server(mirror):
+    srv = FixtureServer(mirror)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture()
+def write_config(tmp_path, server):
+    """Write a YAML config pointing at the test server; returns its path."""
+    def write(**overrides) -> Path:
+        data = {"home": str(tmp_path / "home"), "release": "2018",
+                "auxiliary": list(CATEGORIES_2018), "targets": [],
+                "sources": {"amazon_2018_url": f"{server.url}/amazon_v2/",
+                            "amazon_2023_url": f"{server.url}/amazon_2023/"},
+                "download": {"retries": 0, "retry_delay_s": 0, "timeout_s": 10}}
+        data.update(overrides)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+    return write
+
+
+@pytest.fixture(scope="session")
+def prefect():
+    """A Prefect API for flow tests (one temporary server for the whole session)."""
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

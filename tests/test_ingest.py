@@ -1,0 +1,145 @@
+"""Parsing and filtering: bad input becomes rejects, prices and titles are cleaned, a corrupt
+file leaves the previous tables in place, indices and splits are what the spec says."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from ant_config import Filtering, Ingest
+from tests.reference import reference_sequences, warehouse_sequences
+from warehouse.download import fetch, lookup, raw_path
+from warehouse.ingest import ingest_domain
+from warehouse.parse import CorruptRawFile
+from warehouse.store import Warehouse
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def write_gz(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write("".join(line + "\n" for line in lines))
+    return path
+
+
+def ingest_files(wh, release, category, reviews: Path, meta: Path, **filtering):
+    recs = {kind: fetch(wh, str(src), raw_path(wh, release, f"{kind}/{src.name}"), progress=False).record
+            for kind, src in (("reviews", reviews), ("meta", meta))}
+    return ingest_domain(wh, release, category, recs["reviews"], recs["meta"],
+                         Filtering(**filtering), Ingest())
+
+
+def review(user, item, ts, rating=5.0):
+    return json.dumps({"overall": rating, "reviewerID": user, "asin": item, "unixReviewTime": ts,
+                       "reviewText": "fine"})
+
+
+def meta(asin, title="T", price="", brand="B", hi=None, thumbs=None):
+    return json.dumps({"asin": asin, "title": title, "brand": brand, "category": ["Cat", "Sub &amp; Co"],
+                       "price": price, "imageURL": thumbs or [], "imageURLHighRes": hi or []})
+
+
+@pytest.fixture()
+def messy(tmp_path):
+    reviews = write_gz(tmp_path / "src" / "Software_5.json.gz", [
+        review("u1", "A", 100), review("u1", "B", 200), review("u1", "C", 300),
+        review("u1", "A", 50),                      # duplicate pair: the earliest (50) wins
+        '{"overall": 5.0, "reviewerID": "u2", "asin"',  # line 5: not JSON
+        json.dumps({"overall": 4.0, "asin": "A", "unixReviewTime": 1}),            # 6: no user
+        json.dumps({"overall": "great", "reviewerID": "u2", "asin": "A", "unixReviewTime": 1}),  # 7
+        json.dumps({"overall": 4.0, "reviewerID": "u2", "asin": "A"}),             # 8: no time
+        review("u2", "A", 10), review("u2", "B", 20), review("u2", "C", 30), review("u2", "D", 40),
+        review("u2", "NOMETA", 50),                 # item without metadata: dropped
+    ])
+    metas = write_gz(tmp_path / "src" / "meta_Software.json.gz", [
+        meta("A", title='<span class="a-size-medium a-color-secondary"', price="$1,250.00"),
+        meta("B", title="Tom &amp; Jerry <b>Deluxe</b>", price="$5.00 - $9.00",
+             thumbs=["https://x/I/51Iph04Jy3L._SX38_SY50_CR,0,0,38,50_.jpg"]),
+        meta("C", price=".a-box-inner{background-color:#fff}", hi=[f"https://x/I/{n}.jpg" for n in range(6)]),
+        meta("D", price="   "),
+        meta("A", title="a repeated row: ignored"),
+        "not json at all",                          # line 6
+        json.dumps({"title": "no asin"}),           # line 7
+    ])
+    return reviews, metas
+
+
+def test_messy_input_is_cleaned_and_rejects_are_named(tmp_path, messy):
+    wh = Warehouse(tmp_path / "home")
+    summary = ingest_files(wh, "2018", "Software", *messy, k_core=1)
+    assert (summary.raw_reviews, summary.rejected, summary.duplicate_meta_rows) == (13, 6, 1)
+    with wh.reader() as con:
+        rejects = con.execute("SELECT file LIKE '%Software_5%', line, reason FROM rejects ORDER BY 1 DESC, 2").fetchall()
+        assert rejects == [(True, 5, "malformed JSON"), (True, 6, "missing reviewerID"),
+                           (True, 7, "overall is not a number"), (True, 8, "missing unixReviewTime"),
+                           (False, 6, "malformed JSON"), (False, 7, "missing asin")]
+        items = {r[0]: r[1:] for r in con.execute(
+            "SELECT item_id, title, price, image_urls, categories, text FROM items").fetchall()}
+        assert items["A"][:2] == ("", 1250.0)            # HTML fragment title → empty, "$1,250.00"
+        assert items["B"][:2] == ("Tom & Jerry Deluxe", 7.0)  # entities, tags, range midpoint
+        assert items["B"][2] == ["https://x/I/51Iph04Jy3L.jpg"]  # thumbnail without size token
+        assert items["C"][1] is None and len(items["C"][2]) == 4  # junk price, at most 4 images
+        assert items["D"][1] is None
+        assert items["B"][3] == ["Cat", "Sub & Co"]
+        assert items["B"][4] == "Tom & Jerry Deluxe Cat Sub & Co B"
+        seqs = warehouse_sequences(con, "Software")
+        assert seqs == {"u1": ["A", "B", "C"], "u2": ["A", "B", "C", "D"]}
+        splits = con.execute("SELECT u.user_id, split, history, target FROM splits "
+                             "JOIN user_index u USING (domain, user_idx) ORDER BY 1, 2").fetchall()
+        idx = dict(con.execute("SELECT item_id, item_idx FROM item_index").fetchall())
+        assert idx == {"A": 1, "B": 2, "C": 3, "D": 4}   # dense ranks of sorted ids, 0 = padding
+        assert splits == [("u1", "test", [1, 2], 3), ("u1", "train", [], 1), ("u1", "valid", [1], 2),
+                          ("u2", "test", [1, 2, 3], 4), ("u2", "train", [1], 2), ("u2", "valid", [1, 2], 3)]
+
+
+def test_fixture_counts_match_an_independent_computation(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    for cat in ("Gift_Cards", "Magazine_Subscriptions"):
+        reviews, metas = src / f"{cat}_5.json.gz", src / f"meta_{cat}.json.gz"
+        summary = ingest_files(wh, "2018", cat, reviews, metas)
+        expected = reference_sequences(reviews, metas, "2018", k=5)
+        with wh.reader() as con:
+            assert warehouse_sequences(con, cat) == expected
+        assert summary.users == len(expected)
+        assert summary.interactions == sum(map(len, expected.values()))
+
+
+def test_truncated_gzip_is_a_clear_error_and_keeps_previous_tables(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    with wh.reader() as con:
+        before = con.execute("SELECT * FROM sequences ORDER BY user_idx").fetchall()
+        files_before = con.execute("SELECT * FROM parquet_files ORDER BY ALL").fetchall()
+
+    truncated = tmp_path / "bad" / "Gift_Cards_5.json.gz"
+    truncated.parent.mkdir()
+    data = (src / "Gift_Cards_5.json.gz").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptRawFile, match="Gift_Cards_5.json.gz.*truncated or corrupt.*download it anew"):
+        ingest_files(wh, "2018", "Gift_Cards", truncated, src / "meta_Gift_Cards.json.gz")
+
+    with wh.reader() as con:
+        assert con.execute("SELECT * FROM sequences ORDER BY user_idx").fetchall() == before
+        assert con.execute("SELECT * FROM parquet_files ORDER BY ALL").fetchall() == files_before
+    raw = raw_path(wh, "2018", "reviews/Gift_Cards_5.json.gz")
+    assert not raw.exists() and raw.with_name(raw.name + ".corrupt").exists()
+    assert lookup(wh, str(truncated)) is None  # the next run downloads it again
+    assert len(list(wh.parquet_dir.glob("*/*/*.parquet"))) == len(files_before)  # nothing staged left
+
+
+def test_same_data_twice_gives_identical_tables(tmp_path):
+    src = FIXTURES / "amazon-2018"
+    tables = []
+    for run in range(2):
+        wh = Warehouse(tmp_path / f"home{run}")
+        ingest_files(wh, "2018", "Magazine_Subscriptions", src / "Magazine_Subscriptions_5.json.gz",
+                     src / "meta_Magazine_Subscriptions.json.gz")
+        with wh.reader() as con:
+            tables.append([con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                           for t in ("item_index", "user_index", "sequences", "splits", "items")])
+    assert tables[0] == tables[1]
