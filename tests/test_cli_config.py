@@ -1,0 +1,95 @@
+"""The command-line contract and the config: `ant sql` is read-only and prints tables or CSV,
+bad names and bad configs fail fast with a message that says what to do."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ant_config import ConfigError, load_config
+from tests.test_ingest import FIXTURES, ingest_files
+from warehouse.store import Warehouse
+
+ANT = [sys.executable, "-m", "flows.cli"]
+
+
+def ant(*args, env=None, **kw):
+    return subprocess.run([*ANT, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=Path(__file__).parent.parent, **kw)
+
+
+@pytest.fixture()
+def home(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    return wh.home
+
+
+def test_sql_prints_a_table_and_csv(home):
+    env = {"ANT_HOME": str(home)}
+    out = ant("sql", "SELECT domain, users, items, interactions FROM domain_stats", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].split() == ["domain", "users", "items", "interactions"]
+    assert out.stdout.splitlines()[2].split() == ["Gift_Cards", "453", "147", "2941"]
+    csv = ant("sql", "SELECT item_id, title FROM items ORDER BY item_id LIMIT 2", "--csv", env=env)
+    assert csv.stdout.splitlines() == ["item_id,title", "B001BKEWF2,Serendipity 3 $100.00 Gift Card",
+                                       "B001GXRQW0,Amazon.com Gift Cards"]
+
+
+def test_sql_is_read_only(home):
+    out = ant("sql", "DELETE FROM downloads", env={"ANT_HOME": str(home)})
+    assert out.returncode == 1 and "read-only" in out.stderr.lower()
+
+
+def test_warehouse_opens_in_the_duckdb_client_and_has_feature_friendly_views(home):
+    import duckdb
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM splits WHERE split = 'test'").fetchone()[0] == 453
+    con.close()
+
+
+def test_sql_without_a_warehouse_says_what_to_do(tmp_path):
+    out = ant("sql", "SELECT 1", env={"ANT_HOME": str(tmp_path / "empty")})
+    assert out.returncode == 1 and "run `ant ingest` first" in out.stderr
+
+
+def test_unknown_category_fails_fast_listing_valid_names(tmp_path):
+    started = time.monotonic()
+    out = ant("ingest", "--domain", "Gift_Card", "--release", "2023", env={"ANT_HOME": str(tmp_path)})
+    assert out.returncode == 1
+    assert "unknown Amazon 2023 category 'Gift_Card'" in out.stderr and "Subscription_Boxes" in out.stderr
+    assert time.monotonic() - started < 30  # no Prefect server, no download
+    assert not (tmp_path / "raw").exists()
+
+
+def test_config_precedence_env_over_file_over_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("home: from-file\nrelease: '2023'\ntargets: [Baby_Products]\n"
+                    "sources: {amazon_2023_url: 'http://file.example/'}\nfiltering: {k_core: 3}\n")
+    monkeypatch.setenv("ANT_AMAZON_2023_URL", "file:///mirror/2023")
+    cfg = load_config(path)
+    assert (cfg.release, cfg.filtering.k_core, str(cfg.home)) == ("2023", 3, "from-file")
+    assert cfg.sources.base_url("2023") == "file:///mirror/2023"
+    monkeypatch.setenv("ANT_HOME", str(tmp_path / "env-home"))
+    assert load_config(path).home == tmp_path / "env-home"
+    assert load_config(None).filtering.k_core == 5 and load_config(None).filtering.max_seq_len == 50
+
+
+@pytest.mark.parametrize("text, message", [
+    ("release: '2019'\n", "release"),
+    ("targets: [Prime_Pantry]\nrelease: '2023'\n", "Prime_Pantry"),
+    ("filtering: {k_core: 0}\n", "k_core"),
+    ("filtering: {kcore: 3}\n", "kcore"),
+    ("- not a mapping\n", "mapping"),
+])
+def test_invalid_config_names_the_file_and_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
