@@ -1,0 +1,92 @@
+"""The warehouse under concurrency: readers in other processes, a publish that waits for them,
+two runs on one ANT_HOME, schema versions."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from tests.test_ingest import FIXTURES, ingest_files
+from warehouse.schema import SCHEMA_VERSION
+from warehouse.store import Warehouse, WarehouseError, WarehouseLocked
+
+HOLD_READER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print(con.execute("SELECT count(*) FROM sequences").fetchone()[0], flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.fixture()
+def wh(tmp_path):
+    wh = Warehouse(tmp_path / "home", lock_timeout_s=30)
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    return wh
+
+
+def test_publish_waits_for_a_reader_in_another_process(wh):
+    reader = subprocess.Popen([sys.executable, "-c", HOLD_READER, str(wh.db_path), "2"],
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "453"  # the reader is in
+    started = time.monotonic()
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Magazine_Subscriptions", src / "Magazine_Subscriptions_5.json.gz",
+                 src / "meta_Magazine_Subscriptions.json.gz")
+    assert reader.wait(timeout=30) == 0
+    assert time.monotonic() - started >= 1.0  # it waited for the reader, then published
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FROM domain_stats").fetchone()[0] == 2
+
+
+def test_a_writer_that_never_frees_the_file_is_a_clear_error(wh):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_READER, str(wh.db_path), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        impatient = Warehouse(wh.home, lock_timeout_s=0.5)
+        with pytest.raises(WarehouseLocked, match="held by another process"):
+            with impatient.writer():
+                pass
+    finally:
+        holder.kill()
+
+
+def test_second_run_on_the_same_home_is_refused_clearly(wh):
+    other = Warehouse(wh.home, lock_timeout_s=0.2)
+    with wh.run_lock():
+        with pytest.raises(WarehouseLocked, match="another run is writing.*Wait for it"):
+            with other.run_lock():
+                pass
+    with other.run_lock():  # free again once the first run ends
+        pass
+
+
+def test_garbage_collection_keeps_exactly_the_published_files(wh):
+    stray = wh.new_parquet_path("sequences", "Gift_Cards")
+    stray.write_bytes(b"left by a crashed run")
+    assert wh.collect_garbage() == 1 and not stray.exists()
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FROM sequences").fetchone()[0] == 453
+
+
+def test_newer_schema_is_refused(wh):
+    con = duckdb.connect(str(wh.db_path))
+    con.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION + 1])
+    con.close()
+    with pytest.raises(WarehouseError, match="newer than this code"):
+        with wh.writer():
+            pass
+
+
+def test_empty_warehouse_views_exist(tmp_path):
+    wh = Warehouse(tmp_path / "fresh")
+    with wh.writer():
+        pass
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FROM domain_stats").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM items").fetchone()[0] == 0
