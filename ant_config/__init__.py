@@ -64,6 +64,59 @@ class Ingest(_Section):
         return self.duckdb_threads or max(1, (os.cpu_count() or 1) // self.parallel_domains)
 
 
+class TextEncoderConfig(_Section):
+    """Frozen text encoder over `items.text` (ant-method.md, 'Item features')."""
+
+    kind: Literal["open_clip", "transformers"] = "open_clip"
+    # open_clip: a built-in name ("ViT-B-32") or "local-dir:/dir"; transformers: a hub id or a
+    # local directory (a sentence-transformers directory works, with pooling "mean").
+    model: str = "ViT-B-32"
+    # open_clip only: a pretrained tag ("laion2b_s34b_b79k"), a local weights file, or null
+    # for random weights.
+    pretrained: str | None = "laion2b_s34b_b79k"
+    pooling: Literal["cls", "mean"] = "cls"
+    max_tokens: int = Field(128, ge=8, description="transformers: longer texts are truncated")
+    batch_size: int = Field(128, ge=1)
+
+
+class ImageEncoderConfig(_Section):
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
+
+
+class ImageFetchConfig(_Section):
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(2, ge=0, description="per image, on timeouts and 5xx only")
+    max_bytes: int = Field(10 << 20, gt=0, description="larger files are refused")
+    max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard")
+    # Prefix rewrites for image URLs, e.g. {"https://images-na.ssl-images-amazon.com/": "http://mirror/"}.
+    url_rewrite: dict[str, str] = Field(default_factory=dict)
+
+
+class PriceEncoderConfig(_Section):
+    dim: int = Field(64, ge=4, description="width of the price vector")
+    min_frequency: float = Field(0.1, gt=0)
+    max_frequency: float = Field(10.0, gt=0)
+    n_quantiles: int = Field(1000, ge=2, description="resolution of the within-domain percentile")
+
+    @model_validator(mode="after")
+    def _even(self) -> "PriceEncoderConfig":
+        if self.dim % 2:
+            raise ValueError("price dim must be even: [z, percentile, sin/cos pairs]")
+        return self
+
+
+class Features(_Section):
+    text: TextEncoderConfig = TextEncoderConfig()
+    image: ImageEncoderConfig = ImageEncoderConfig()
+    fetch: ImageFetchConfig = ImageFetchConfig()
+    price: PriceEncoderConfig = PriceEncoderConfig()
+    device: str = Field("auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
+
+
 class AntConfig(_Section):
     home: Path = Path("ant-data")
     release: Literal["2018", "2023"] = "2018"
@@ -73,6 +126,7 @@ class AntConfig(_Section):
     download: Download = Download()
     filtering: Filtering = Filtering()
     ingest: Ingest = Ingest()
+    features: Features = Features()
 
     @model_validator(mode="after")
     def _known_categories(self) -> "AntConfig":

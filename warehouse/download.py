@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -23,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 from tqdm import tqdm
 
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, upsert
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,9 @@ def lookup(warehouse: Warehouse, url: str) -> DownloadRecord | None:
 
 
 def record(warehouse: Warehouse, rec: DownloadRecord) -> None:
-    fields = asdict(rec)
+    now = datetime.now(timezone.utc)
     with warehouse.writer() as con:
-        con.execute(f"INSERT OR REPLACE INTO downloads ({', '.join(fields)}, downloaded_at, checked_at) "
-                    f"VALUES ({', '.join('?' * len(fields))}, now(), now())", list(fields.values()))
+        upsert(con, "downloads", {**asdict(rec), "downloaded_at": now, "checked_at": now})
 
 
 def touch(warehouse: Warehouse, url: str) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
     finally:
         con.close()
 
-    wh.publish(domain, staged, {"domain": domain, "release": release, "category": category,
-                                "fingerprint": fp, **counts})
+    wh.publish(domain, staged, {"domains": {
+        "domain": domain, "release": release, "category": category, "fingerprint": fp,
+        "ingested_at": datetime.now(timezone.utc), **counts}})
     seconds = time.monotonic() - started
     log.info("%s: %d users, %d items, %d interactions after %d-core (%d rounds) in %.1fs",
              domain, users, items_kept, kept, filtering.k_core, rounds, seconds)

@@ -35,7 +35,15 @@ PARQUET_TABLES: dict[str, dict[str, str]] = {
     },
 }
 
-SCHEMA_VERSION = 1
+# Frozen item features, one table per modality; `vector` is read back as FLOAT[d].
+FEATURE_TABLES = {"text": "text_features", "image": "image_features", "price": "price_features"}
+for _modality, _table in FEATURE_TABLES.items():
+    PARQUET_TABLES[_table] = {
+        "domain": "VARCHAR", "item_id": "VARCHAR", "encoder_id": "VARCHAR",
+        "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
+    }
+
+SCHEMA_VERSION = 2
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -54,10 +62,36 @@ MIGRATIONS: dict[int, list[str]] = {
             fingerprint VARCHAR NOT NULL, raw_reviews BIGINT, raw_items BIGINT,
             rejected BIGINT, duplicate_meta_rows BIGINT, ingested_at TIMESTAMPTZ NOT NULL)""",
     ],
+    2: [
+        # One row per image URL ever tried: its content hash (files live in ANT_HOME/images)
+        # or why it failed. `transient` failures are tried again on the next run.
+        """CREATE TABLE image_fetches (
+            url VARCHAR PRIMARY KEY, sha256 VARCHAR, bytes BIGINT, reason VARCHAR,
+            transient BOOLEAN NOT NULL, fetched_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+        # The fitted price encoding of each domain, to re-apply it later.
+        """CREATE TABLE price_encoders (
+            domain VARCHAR PRIMARY KEY, encoder_id VARCHAR NOT NULL, state JSON NOT NULL)""",
+    ],
 }
 
 # Views over the tables above; rebuilt with the Parquet views on every publish.
 DERIVED_VIEWS: dict[str, str] = {
+    "item_features": """
+        SELECT x.domain, x.item_id, x.item_idx,
+               coalesce(t.has_text, false) AS has_text, coalesce(i.has_image, false) AS has_image,
+               coalesce(p.has_price, false) AS has_price,
+               t.vector AS text, i.vector AS image, p.vector AS price,
+               t.encoder_id AS text_encoder, i.encoder_id AS image_encoder, p.encoder_id AS price_encoder
+        FROM item_index x
+        LEFT JOIN text_features t USING (domain, item_id)
+        LEFT JOIN image_features i USING (domain, item_id)
+        LEFT JOIN price_features p USING (domain, item_id)""",
+    "image_failures": """
+        SELECT x.domain, x.item_id, u.url, f.reason
+        FROM item_index x JOIN items it USING (domain, item_id),
+             unnest(it.image_urls) AS u(url)
+        JOIN image_fetches f ON f.url = u.url
+        WHERE f.sha256 IS NULL""",
     "domain_stats": """
         WITH seq AS (
             SELECT domain, count(*) AS users, sum(length) AS interactions, avg(length) AS mean_seq_len

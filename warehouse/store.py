@@ -21,7 +21,7 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from warehouse.sql import string_list
-from warehouse.schema import DERIVED_VIEWS, MIGRATIONS, PARQUET_TABLES, SCHEMA_VERSION
+from warehouse.schema import DERIVED_VIEWS, FEATURE_TABLES, MIGRATIONS, PARQUET_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ class WarehouseLocked(WarehouseError):
 
 def _is_lock_error(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
+
+
+def upsert(con: duckdb.DuckDBPyConnection, table: str, row: Mapping) -> None:
+    names = list(row)
+    con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})", list(row.values()))
 
 
 class Warehouse:
@@ -84,6 +90,11 @@ class Warehouse:
                                  f"(or set ANT_HOME to an existing one)")
         with _file_lock(self.db_path):
             con = self._connect(read_only=True)
+            if self._version(con) < SCHEMA_VERSION:  # an older file: migrate once, then read
+                con.close()
+                with self.writer():
+                    pass
+                con = self._connect(read_only=True)
             try:
                 yield con
             finally:
@@ -126,11 +137,17 @@ class Warehouse:
             lock.release()
 
     # -- schema --------------------------------------------------------------------------------
-    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+    @staticmethod
+    def _version(con: duckdb.DuckDBPyConnection) -> int:
+        # fetchall, not fetchone: an unfinished result would block the caller's next con.sql()
         has_version = con.execute("SELECT count(*) FROM information_schema.tables "
-                              "WHERE table_name = 'schema_version'").fetchone()[0]
-        current = con.execute("SELECT max(version) FROM schema_version").fetchone()[0] if has_version else 0
-        current = current or 0
+                                  "WHERE table_name = 'schema_version'").fetchall()[0][0]
+        if not has_version:
+            return 0
+        return con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        current = self._version(con)
         if current > SCHEMA_VERSION:
             raise WarehouseError(f"{self.db_path} has schema version {current}, newer than this "
                                  f"code's {SCHEMA_VERSION}: upgrade the pipeline")
@@ -150,15 +167,27 @@ class Warehouse:
         for table, columns in PARQUET_TABLES.items():
             paths = [str(self.home / p) for (p,) in con.execute(
                 "SELECT path FROM parquet_files WHERE table_name = ? ORDER BY domain", [table]).fetchall()]
-            cols = ", ".join(columns)
             if paths:
-                body = f"SELECT {cols} FROM read_parquet({string_list(paths)})"
+                cols = [f"{c}::{t} AS {c}" for c, t in columns.items()]
+                if table in FEATURE_TABLES.values():
+                    cols[-1] = f"vector::{self._vector_type(con, paths)} AS vector"
+                body = f"SELECT {', '.join(cols)} FROM read_parquet({string_list(paths)})"
             else:
                 body = ("SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
                         + " WHERE false")
             con.execute(f"CREATE OR REPLACE VIEW {table} AS {body}")
         for name, body in DERIVED_VIEWS.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+
+    @staticmethod
+    def _vector_type(con: duckdb.DuckDBPyConnection, paths: list[str]) -> str:
+        """FLOAT[d] when every file has one width (so array_cosine_similarity works), else FLOAT[]."""
+        dims = con.execute(f"SELECT DISTINCT len(vector) FROM read_parquet({string_list(paths)}) "
+                           f"WHERE vector IS NOT NULL").fetchall()
+        if len(dims) == 1:
+            return f"FLOAT[{dims[0][0]}]"
+        log.warning("feature vectors of several widths %s: exposed as FLOAT[]", sorted(d for (d,) in dims))
+        return "FLOAT[]"
 
     # -- Parquet tables ------------------------------------------------------------------------
     def new_parquet_path(self, table: str, domain: str) -> Path:
@@ -169,19 +198,19 @@ class Warehouse:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{uuid.uuid4().hex}.parquet"
 
-    def publish(self, domain: str, files: Mapping[str, Path], domain_row: Mapping | None = None) -> None:
-        """Point the tables at freshly written files for `domain`, all in one transaction."""
+    def publish(self, domain: str, files: Mapping[str, Path],
+                rows: Mapping[str, Mapping] | None = None) -> None:
+        """Point the tables at freshly written files for `domain` and upsert `rows`
+        ({native table: row}), all in one transaction."""
         with self.writer() as con:
             con.begin()
             for table, path in files.items():
-                rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
+                count = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
                 con.execute("INSERT OR REPLACE INTO parquet_files (table_name, domain, path, rows) "
                             "VALUES (?, ?, ?, ?)",
-                            [table, domain, str(Path(path).relative_to(self.home)), rows])
-            if domain_row is not None:
-                names = list(domain_row)
-                con.execute(f"INSERT OR REPLACE INTO domains ({', '.join(names)}, ingested_at) "
-                            f"VALUES ({', '.join('?' * len(names))}, now())", list(domain_row.values()))
+                            [table, domain, str(Path(path).relative_to(self.home)), count])
+            for table, row in (rows or {}).items():
+                upsert(con, table, row)
             self._create_views(con)
             con.commit()
 
