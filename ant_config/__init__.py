@@ -117,6 +117,59 @@ class Features(_Section):
     device: str = Field("auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
 
 
+class ModelConfig(_Section):
+    """ANT's architecture (ant-method.md, 'Item encoder' and 'Sequence encoder')."""
+
+    width: int = Field(256, ge=8, description="d: model width")
+    n_experts: int = Field(8, ge=1, description="E: experts per modality adaptor")
+    adaptor_dropout: float = Field(0.2, ge=0, lt=1)
+    fusion_beta: float = Field(0.1, description="weight of the image ⊙ text term")
+    modalities: list[Literal["text", "image", "price"]] = ["text", "image", "price"]
+    fusion_product: bool = True
+    moe: bool = Field(True, description="False: one linear layer per modality instead of the MoE")
+    item_ids: bool = Field(False, description="transductive: add a per-target item-ID embedding")
+    max_seq_len: int = Field(50, ge=1, description="L")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn_width: int = Field(256, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1, description="hidden and attention dropout")
+    embedding_dropout: float = Field(0.5, ge=0, lt=1)
+    temperature: float = Field(0.07, gt=0, description="tau of the cosine scores")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if not self.modalities and not self.item_ids:
+            raise ValueError("an item needs at least one modality (or item_ids)")
+        return self
+
+
+class TrainConfig(_Section):
+    """One training run; pretrain and adapt each have their own (ant-method.md defaults)."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(2048, ge=1, description="sequences per batch")
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_gamma: float = Field(0.99, gt=0, le=1, description="StepLR gamma, per epoch")
+    grad_clip: float | None = Field(5.0, gt=0)
+    align_weight: float = Field(0.001, ge=0, description="weight of L_align (pretraining)")
+    patience: int = Field(10, ge=1, description="epochs without a better validation R@10")
+    eval_batch_size: int = Field(1024, ge=1)
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA only")
+    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    deterministic: bool = False
+    seed: int = 0
+    device: str = "auto"
+    cpu_threads: int | None = Field(None, ge=1, description="default: all cores")
+
+
+def _pretrain_defaults() -> TrainConfig:
+    return TrainConfig(epochs=300, lr_gamma=0.995)
+
+
 class AntConfig(_Section):
     home: Path = Path("ant-data")
     release: Literal["2018", "2023"] = "2018"
@@ -127,6 +180,10 @@ class AntConfig(_Section):
     filtering: Filtering = Filtering()
     ingest: Ingest = Ingest()
     features: Features = Features()
+    model: ModelConfig = ModelConfig()
+    pretrain: TrainConfig = Field(default_factory=_pretrain_defaults)
+    adapt: TrainConfig = TrainConfig()
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds when comparing methods")
 
     @model_validator(mode="after")
     def _known_categories(self) -> "AntConfig":
@@ -149,6 +206,15 @@ class ConfigError(ValueError):
     """A config file that cannot be read or does not validate; the message names the file."""
 
 
+def _merge(base: dict, changes: dict) -> None:
+    """Nested update: {"adapt": {"epochs": 3}} changes one field, keeps the section's others."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
 def load_config(path: str | Path | None = None, **overrides) -> AntConfig:
     """Read YAML (or defaults when `path` is None), apply the environment, then `overrides`."""
     data: dict = {}
@@ -168,7 +234,7 @@ def load_config(path: str | Path | None = None, **overrides) -> AntConfig:
             sources[f"amazon_{release}_url"] = os.environ[var]
     if sources:
         data["sources"] = sources
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    _merge(data, {k: v for k, v in overrides.items() if v is not None})
     try:
         return AntConfig.model_validate(data)
     except ValidationError as exc:

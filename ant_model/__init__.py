@@ -1,0 +1,5 @@
+"""ANT in pure PyTorch: modality adaptors, the sequence encoder, losses, training strategies
+(pre-train, re-learn, fine-tune, scratch, baselines) and full-ranking evaluation.
+
+Read top-down: adaptors → items → sequence → model → losses → data → evaluate → train → strategies.
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,8 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warehouse,ant_model,task
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from ant_config import ConfigError, load_config  # noqa: E402
+from ant_model.checkpoint import CheckpointError  # noqa: E402
+from ant_model.strategies import METHODS  # noqa: E402
 from encoders.weights import WeightsUnavailable  # noqa: E402
 from warehouse.atomic import AtomicFormatError, FeatureFile, import_atomic  # noqa: E402
 from warehouse.download import DownloadError  # noqa: E402
@@ -106,6 +109,62 @@ def import_atomic_cmd(
         _fail(exc)
     typer.echo(f"{summary.domain}: imported {summary.users} users, {summary.items} items, "
                f"{summary.interactions} interactions, features {summary.features or 'none'}")
+
+
+def _training_overrides(section: str, epochs, batch_size, width, lr, device) -> dict:
+    """Command-line hyper-parameters as a nested config override."""
+    train = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}.items()
+             if v is not None}
+    out: dict = {section: train} if train else {}
+    if width is not None:
+        out["model"] = {"width": width, "ffn_width": width}
+    return out
+
+
+Epochs = Annotated[Optional[int], typer.Option(help="override the config's epochs")]
+BatchSize = Annotated[Optional[int], typer.Option(help="sequences per batch")]
+Width = Annotated[Optional[int], typer.Option(help="model width (and feed-forward width)")]
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="learning rate")]
+Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, ...")]
+
+
+@app.command("pretrain")
+def pretrain_cmd(config: ConfigOpt = None,
+                 domain: Annotated[Optional[list[str]], typer.Option(
+                     "--domain", "-d", help="auxiliary domain (repeatable); default: the config's")] = None,
+                 text_only: Annotated[bool, typer.Option(help="text-only model (the unisrec baseline)")] = False,
+                 epochs: Epochs = None, batch_size: BatchSize = None, width: Width = None,
+                 lr: LearningRate = None, device: Device = None) -> None:
+    """Pre-train one model on the auxiliary domains; prints its version as JSON."""
+    overrides = _training_overrides("pretrain", epochs, batch_size, width, lr, device)
+    try:
+        load_config(config, **overrides)
+        from flows.train import pretrain
+        result = pretrain(str(config) if config else None, domain, overrides, text_only)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: result[k] for k in ("version", "path", "domains", "best_epoch", "valid")}))
+
+
+@app.command("adapt")
+def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
+              method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "relearn",
+              pretrained: Annotated[Optional[str], typer.Option(help="pre-trained version (default: newest)")] = None,
+              config: ConfigOpt = None, seed: Annotated[Optional[int], typer.Option()] = None,
+              epochs: Epochs = None, batch_size: BatchSize = None, width: Width = None,
+              lr: LearningRate = None, device: Device = None) -> None:
+    """Train one method on a target domain; prints its test metrics as one JSON line."""
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: one of {', '.join(METHODS)}", param_hint="--method")
+    overrides = _training_overrides("adapt", epochs, batch_size, width, lr, device)
+    try:
+        load_config(config, **overrides)
+        from flows.train import adapt
+        result = adapt(target, method, str(config) if config else None, pretrained, seed, overrides)
+    except USER_ERRORS + (CheckpointError,) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"method": method, "target": target,
+                           **{k: round(result[k], 6) for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")}}))
 
 
 @app.command()

@@ -1,0 +1,82 @@
+"""Modality adaptors: map a frozen feature (text 512-d, price 64-d, …) to the model width.
+
+A mixture of experts per modality (ant-method.md): text and image experts are parametric
+whitening layers `W_k (dropout(x) - b_k)`, price experts are linear layers with bias; a
+softmax gate over the raw feature picks the mixture, with noisy gating while training.
+`W_gate` and `W_noise` start at zero, so gates start uniform.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NOISE_FLOOR = 0.01
+INIT_STD = 0.02
+
+
+class WhiteningExpert(nn.Module):
+    """`W (dropout(x) - b)`: a learned centre, then a projection without bias."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.center = nn.Parameter(torch.zeros(in_dim))
+        self.proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.center)
+        nn.init.normal_(self.proj.weight, std=INIT_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(x) - self.center)
+
+
+class LinearExpert(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.proj.weight, std=INIT_STD)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(x))
+
+
+class MoEAdaptor(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, n_experts: int, whitening: bool, dropout: float):
+        super().__init__()
+        expert = WhiteningExpert if whitening else LinearExpert
+        self.experts = nn.ModuleList(expert(in_dim, out_dim, dropout) for _ in range(n_experts))
+        self.w_gate = nn.Parameter(torch.zeros(in_dim, n_experts))
+        self.w_noise = nn.Parameter(torch.zeros(in_dim, n_experts))
+
+    def reset_parameters(self) -> None:
+        for e in self.experts:
+            e.reset_parameters()
+        nn.init.zeros_(self.w_gate)
+        nn.init.zeros_(self.w_noise)
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x @ self.w_gate
+        if self.training:
+            noise_std = F.softplus(x @ self.w_noise) + NOISE_FLOOR
+            logits = logits + torch.randn_like(logits) * noise_std
+        return logits.softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = torch.stack([e(x) for e in self.experts], dim=-2)  # [..., E, d]
+        return (self.gates(x).unsqueeze(-1) * outputs).sum(dim=-2)
+
+
+def make_adaptor(modality: str, in_dim: int, out_dim: int, n_experts: int, moe: bool,
+                 dropout: float) -> nn.Module:
+    """The adaptor of one modality; `moe=False` is the single-linear ablation."""
+    if not moe:
+        return LinearExpert(in_dim, out_dim, dropout)
+    return MoEAdaptor(in_dim, out_dim, n_experts, whitening=modality != "price", dropout=dropout)

@@ -1,0 +1,94 @@
+"""Training data of one domain (or several merged) as arrays and padded batches.
+
+Built from plain arrays (the warehouse loads them), so this module needs neither DuckDB
+nor files. Item 0 is padding in every table; features of a missing modality are zeros.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class DomainData:
+    name: str
+    features: dict[str, np.ndarray]  # modality → [n_items + 1, dim] float32, row 0 zeros
+    has: dict[str, np.ndarray]       # modality → [n_items + 1] bool
+    train: list[np.ndarray]          # each user's training sequence (item ids, 1-based)
+    valid: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (history, target)
+    test: list[tuple[np.ndarray, int]] = field(default_factory=list)
+
+    @property
+    def n_items(self) -> int:
+        return len(next(iter(self.features.values()))) - 1
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return {m: f.shape[1] for m, f in self.features.items()}
+
+    def tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        return {m: torch.from_numpy(f).to(device) for m, f in self.features.items()}
+
+
+def merge(domains: list[DomainData], name: str = "pretrain") -> DomainData:
+    """Several domains as one catalogue: item ids offset per domain, training splits only
+    (plus valid, to monitor), features stacked. Every domain must have the same modalities."""
+    modalities = set(domains[0].features)
+    for d in domains:
+        if set(d.features) != modalities or d.feature_dims != domains[0].feature_dims:
+            raise ValueError(f"domain {d.name} has features {d.feature_dims}, "
+                             f"{domains[0].name} has {domains[0].feature_dims}: encode both alike")
+    offsets = np.cumsum([0] + [d.n_items for d in domains])
+
+    def shift(seq: np.ndarray, k: int) -> np.ndarray:
+        return np.where(seq > 0, seq + offsets[k], 0)
+
+    return DomainData(
+        name,
+        {m: np.concatenate([domains[0].features[m][:1]] + [d.features[m][1:] for d in domains])
+         for m in modalities},
+        {m: np.concatenate([domains[0].has[m][:1]] + [d.has[m][1:] for d in domains]) for m in modalities},
+        [shift(s, k) for k, d in enumerate(domains) for s in d.train],
+        [(shift(h, k), int(t + offsets[k])) for k, d in enumerate(domains) for h, t in d.valid],
+    )
+
+
+def windows(sequence: np.ndarray, max_len: int) -> list[np.ndarray]:
+    """Cut a training sequence into pieces of at most L + 1 items (L inputs, L targets), so
+    that every item after the first is a target exactly once."""
+    if len(sequence) <= max_len + 1:
+        return [sequence]
+    starts = range(0, len(sequence) - 1, max_len)
+    return [sequence[s:s + max_len + 1] for s in starts if len(sequence[s:s + max_len + 1]) > 1]
+
+
+def pad(rows: list[np.ndarray]) -> torch.Tensor:
+    """Right-padded [B, longest] int64 tensor."""
+    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return torch.from_numpy(out)
+
+
+def training_batches(sequences: list[np.ndarray], batch_size: int, max_len: int,
+                     rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) [B, T] batches, each padded to its own longest sequence.
+    `shard = (rank, world)` gives a process its share (same batches count on every rank)."""
+    pieces = [w for s in sequences if len(s) > 1 for w in windows(s, max_len)]
+    order = rng.permutation(len(pieces))
+    rank, world = shard
+    per_rank = len(order) // world if world > 1 else len(order)
+    order = order[rank * per_rank:(rank + 1) * per_rank] if world > 1 else order
+    for start in range(0, len(order), batch_size):
+        chosen = [pieces[i] for i in order[start:start + batch_size]]
+        batch = pad(chosen)
+        yield batch[:, :-1], batch[:, 1:]
+
+
+def history_batch(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """The last L items of each history, right-padded (an empty history becomes [pad])."""
+    return pad([h[-max_len:] if len(h) else np.zeros(1, dtype=np.int64) for h in histories])

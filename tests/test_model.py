@@ -1,0 +1,203 @@
+"""The ANT model's components, pinned: adaptors, fusion, causality, losses, metrics,
+strategies (what relearn freezes and re-initialises), checkpoints and resuming."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ant_config import ModelConfig, TrainConfig
+from ant_model import checkpoint
+from ant_model.adaptors import LinearExpert, MoEAdaptor, WhiteningExpert
+from ant_model.data import DomainData, merge, training_batches, windows
+from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
+from ant_model.losses import cosine_logits, full_softmax, in_batch_infonce
+from ant_model.model import ANT
+from ant_model.strategies import build, pretrain
+from ant_model.train import fit
+from tests.synthetic import make_benchmark
+
+SMALL = ModelConfig(width=16, ffn_width=16, heads=2, n_experts=3, max_seq_len=8, dropout=0.1,
+                    embedding_dropout=0.1)
+QUICK = TrainConfig(epochs=2, batch_size=64, patience=5)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return make_benchmark(seed=1, aux_users=120, target_users=40, n_types=8, items_per_type=3)
+
+
+def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
+    moe = MoEAdaptor(6, 4, n_experts=3, whitening=True, dropout=0.0)
+    x = torch.randn(5, 6)
+    moe.eval()
+    assert torch.allclose(moe.gates(x), torch.full((5, 3), 1 / 3))
+    with torch.no_grad():
+        moe.w_gate.normal_()
+        moe.w_noise.normal_()
+    assert torch.equal(moe.gates(x), moe.gates(x))
+    moe.train()
+    assert not torch.equal(moe.gates(x), moe.gates(x))
+    mixed = moe.eval()(x)
+    manual = sum(moe.gates(x)[:, k:k + 1] * moe.experts[k](x) for k in range(3))
+    assert torch.allclose(mixed, manual, atol=1e-6)
+
+
+def test_whitening_expert_is_projection_of_centred_input():
+    e = WhiteningExpert(3, 2, dropout=0.0).eval()
+    with torch.no_grad():
+        e.center.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    x = torch.randn(4, 3)
+    assert torch.allclose(e(x), (x - e.center) @ e.proj.weight.T)
+    assert e.proj.bias is None
+
+
+def test_fusion_and_ablation_switches():
+    dims = {"text": 5, "image": 7, "price": 4}
+    model = ANT(dims, SMALL, n_items=3).eval()
+    feats = {m: torch.randn(2, d) for m, d in dims.items()}
+    out, parts = model.items(feats, torch.tensor([1, 2]))
+    expected = parts["image"] + parts["text"] + parts["price"] + SMALL.fusion_beta * parts["image"] * parts["text"]
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert isinstance(model.items.adaptors["price"].experts[0], LinearExpert)
+    assert isinstance(model.items.adaptors["text"].experts[0], WhiteningExpert)
+    no_product = ANT(dims, SMALL.model_copy(update={"fusion_product": False}), 3).eval()
+    out, parts = no_product.items(feats, torch.tensor([1, 2]))
+    assert torch.allclose(out, sum(parts.values()), atol=1e-6)
+    single = ANT(dims, SMALL.model_copy(update={"moe": False, "modalities": ["text"]}), 3)
+    assert list(single.items.adaptors) == ["text"] and isinstance(single.items.adaptors["text"], LinearExpert)
+    ids = ANT({}, SMALL.model_copy(update={"modalities": [], "item_ids": True}), 3)
+    assert ids.items.ids.num_embeddings == 4
+
+
+def test_states_are_causal_and_ignore_padding():
+    model = ANT({"text": 4}, SMALL.model_copy(update={"modalities": ["text"]}), n_items=6).eval()
+    items = torch.randn(7, 16)
+    seq = torch.tensor([[1, 2, 3, 4]])
+    changed = torch.tensor([[1, 2, 5, 6]])
+    padded = torch.tensor([[1, 2, 3, 4, 0, 0]])
+    with torch.no_grad():
+        a, b, c = model.states(items, seq), model.states(items, changed), model.states(items, padded)
+    assert torch.allclose(a[:, :2], b[:, :2], atol=1e-5)  # later items do not leak backwards
+    assert not torch.allclose(a[:, 2:], b[:, 2:])
+    assert torch.allclose(a, c[:, :4], atol=1e-5)         # padding changes nothing
+
+
+def test_in_batch_infonce_masks_copies_of_the_positive():
+    torch.manual_seed(0)
+    users, table = torch.randn(4, 8), torch.randn(5, 8)
+    targets = torch.tensor([1, 3, 1, 4])  # item 1 twice: one candidate, not its own negative
+    loss = in_batch_infonce(users, targets, table, 0.07)
+    logits = cosine_logits(users, table[[1, 3, 4]], 0.07)
+    manual = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 2]))
+    assert torch.allclose(loss, manual)
+
+
+def test_full_softmax_never_predicts_padding():
+    users, items = torch.randn(2, 8), torch.randn(4, 8)
+    items[0] = users[0] * 100  # padding row would win if it were a candidate
+    loss = full_softmax(users, torch.tensor([1, 2]), items, 0.07)
+    logits = cosine_logits(users, items[1:], 0.07)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])))
+
+
+def test_metrics_on_hand_computed_ranks():
+    ev = Evaluation(np.array([1, 3, 11, 60]))
+    m = ev.metrics()
+    assert m["recall@10"] == 0.5 and m["recall@50"] == 0.75
+    assert math.isclose(m["ndcg@10"], (1 + 1 / math.log2(4)) / 4)
+    assert math.isclose(m["ndcg@50"], (1 + 1 / math.log2(4) + 1 / math.log2(12)) / 4)
+
+
+def test_ranking_excludes_the_whole_history_and_padding():
+    model = ANT({"text": 3}, SMALL.model_copy(update={"modalities": ["text"]}), n_items=20).eval()
+    feats = {"text": torch.randn(21, 3)}
+    history = np.arange(1, 13)  # longer than L = 8: items 1-4 are excluded too
+    target = 15
+    ev = rank_targets(model, feats, [(history, target)], batch_size=4)
+    with torch.no_grad():
+        items, _ = model.encode_items(feats, torch.arange(21))
+        scores = model.scores(model.user_vectors(items, torch.tensor([history[-8:]])), items)[0]
+    candidates = [i for i in range(1, 21) if i not in history]
+    assert ev.ranks[0] == 1 + sum(scores[i] > scores[target] for i in candidates)
+
+
+def test_paired_bootstrap():
+    assert paired_bootstrap(np.ones(50), np.ones(50)) == (0.0, 0.0, 0.0)
+    rng = np.random.default_rng(0)
+    better, worse = (rng.random(300) < 0.6).astype(float), (rng.random(300) < 0.3).astype(float)
+    mean, low, high = paired_bootstrap(better, worse)
+    assert low > 0 and low < mean < high
+
+
+def test_batches_train_every_target_once_with_per_batch_padding():
+    seqs = [np.arange(1, 4), np.arange(1, 12), np.array([5])]
+    assert [len(w) for w in windows(np.arange(1, 21), 8)] == [9, 9, 4]
+    batches = list(training_batches(seqs, 8, 8, np.random.default_rng(0)))
+    targets = torch.cat([t[t != 0] for _, t in batches])
+    assert sorted(targets.tolist()) == sorted([2, 3] + list(range(2, 12)))  # each target once
+    assert max(i.shape[1] for i, _ in batches) == 8
+
+
+def test_relearn_freezes_the_transformer_and_reinitialises_the_item_side(bench, tmp_path):
+    aux, target = bench
+    model, _ = pretrain(aux, SMALL, QUICK, checkpoint_dir=tmp_path / "pre", progress=False)
+    source = model.state_dict()
+    relearn = build("relearn", target, SMALL, tmp_path / "pre" / "best")
+    finetune = build("finetune", target, SMALL, tmp_path / "pre" / "best")
+    saved = checkpoint.load(tmp_path / "pre" / "best")[0].state_dict()
+    for name, tensor in relearn.state_dict().items():
+        same = torch.equal(tensor, saved[name])
+        if name.startswith("sequence.layers"):
+            assert same, name
+        elif name.startswith("items.") and "w_gate" not in name and "w_noise" not in name and "center" not in name:
+            assert not same, f"{name} was not re-initialised"
+    assert not torch.equal(relearn.sequence.position.weight, saved["sequence.position.weight"])
+    assert all(not p.requires_grad for p in relearn.sequence.layers.parameters())
+    assert all(p.requires_grad for p in relearn.items.parameters())
+    assert all(torch.equal(t, saved[n]) for n, t in finetune.state_dict().items())
+    assert all(p.requires_grad for p in finetune.parameters())
+    assert set(source) == set(saved)
+
+    before = {n: t.clone() for n, t in relearn.state_dict().items() if n.startswith("sequence.layers")}
+    fit(relearn, target, QUICK, "full", progress=False)
+    assert all(torch.equal(relearn.state_dict()[n], t) for n, t in before.items())
+
+
+def test_checkpoint_round_trip_and_clear_errors(bench, tmp_path):
+    _, target = bench
+    model = ANT(target.feature_dims, SMALL, target.n_items).eval()
+    checkpoint.save(tmp_path / "ck", model, {"feature_dims": target.feature_dims, "n_items": target.n_items})
+    loaded, meta = checkpoint.load(tmp_path / "ck")
+    assert all(torch.equal(t, loaded.state_dict()[n]) for n, t in model.state_dict().items())
+    assert meta["n_items"] == target.n_items
+    other = ANT(target.feature_dims, SMALL.model_copy(update={"width": 32, "ffn_width": 32}), target.n_items)
+    with pytest.raises(checkpoint.CheckpointError, match="another architecture"):
+        checkpoint.load_weights(tmp_path / "ck", other)
+    (tmp_path / "ck" / checkpoint.MODEL_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors"):
+        checkpoint.load(tmp_path / "ck")
+    assert not list((tmp_path / "ck").glob("*.pt")) and not list((tmp_path / "ck").glob("*.pkl"))
+
+
+def test_training_resumes_from_the_last_checkpoint(bench, tmp_path):
+    _, target = bench
+    cfg = QUICK.model_copy(update={"epochs": 2})
+    first = fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", tmp_path / "run",
+                progress=False)
+    assert first.epochs_run == 2
+    resumed = fit(ANT(target.feature_dims, SMALL, target.n_items), target,
+                  cfg.model_copy(update={"epochs": 4}), "full", tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert resumed.history[:2] == first.history
+
+
+def test_merge_offsets_items_per_domain(bench):
+    aux, _ = bench
+    merged = merge(aux)
+    assert merged.n_items == sum(d.n_items for d in aux)
+    second = aux[1].train[0]
+    assert np.array_equal(merged.train[len(aux[0].train)], second + aux[0].n_items)
+    assert np.array_equal(merged.features["text"][aux[0].n_items + 1], aux[1].features["text"][1])

@@ -1,0 +1,58 @@
+"""A domain's training inputs as plain arrays: feature tables and leave-one-out splits.
+
+Arrays only (NumPy), so that the model code never touches the database; row 0 of each
+feature table is the padding item. Loads one domain at a time, only the modalities asked for.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from warehouse.schema import FEATURE_TABLES
+from warehouse.store import Warehouse, WarehouseError
+
+
+def fingerprint(wh: Warehouse, domain: str) -> str:
+    with wh.reader() as con:
+        row = con.execute("SELECT fingerprint FROM domains WHERE domain = ?", [domain]).fetchone()
+    if row is None:
+        raise WarehouseError(f"domain {domain!r} is not in the warehouse at {wh.home}: "
+                             f"run `ant ingest` (or `ant import-atomic`) first")
+    return row[0]
+
+
+def encoder_ids(wh: Warehouse, domain: str, modalities: list[str]) -> dict[str, str]:
+    with wh.reader() as con:
+        return {m: con.execute(f"SELECT any_value(encoder_id) FROM {FEATURE_TABLES[m]} WHERE domain = ?",
+                               [domain]).fetchone()[0] for m in modalities}
+
+
+def load_domain(wh: Warehouse, domain: str, modalities: list[str]) -> dict:
+    """{"features": {m: [n+1, d] float32}, "has": {m: [n+1] bool}, "train": [seq],
+    "valid": [(history, target)], "test": [(history, target)]}."""
+    fingerprint(wh, domain)
+    with wh.reader() as con:
+        n_items = con.execute("SELECT count(*) FROM item_index WHERE domain = ?", [domain]).fetchone()[0]
+        features, has = {}, {}
+        for m in modalities:
+            table = con.sql(f"SELECT x.item_idx, f.vector::FLOAT[] AS vector, f.has_{m} AS has "
+                            f"FROM item_index x JOIN {FEATURE_TABLES[m]} f USING (domain, item_id) "
+                            f"WHERE x.domain = ? ORDER BY x.item_idx", params=[domain]).to_arrow_table()
+            if table.num_rows == 0:
+                raise WarehouseError(f"no {m} features for domain {domain!r}: run `ant features` first "
+                                     f"(or drop {m!r} from model.modalities)")
+            idx = table.column("item_idx").to_numpy()
+            vectors = table.column("vector").combine_chunks()
+            dim = len(vectors[0])
+            matrix = np.zeros((n_items + 1, dim), dtype=np.float32)
+            matrix[idx] = vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            flags = np.zeros(n_items + 1, dtype=bool)
+            flags[idx] = table.column("has").to_numpy(zero_copy_only=False)
+            features[m], has[m] = matrix, flags
+        rows = con.execute("SELECT split, history, target FROM splits WHERE domain = ? ORDER BY user_idx",
+                           [domain]).fetchall()
+    split: dict[str, list] = {"train": [], "valid": [], "test": []}
+    for name, history, target in rows:
+        split[name].append((np.asarray(history, dtype=np.int64), int(target)))
+    return {"features": features, "has": has, "n_items": n_items,
+            "train": [np.append(h, t) for h, t in split["train"]],
+            "valid": split["valid"], "test": split["test"]}
