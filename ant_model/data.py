@@ -76,16 +76,19 @@ def pad(rows: list[np.ndarray]) -> torch.Tensor:
 def training_batches(sequences: list[np.ndarray], batch_size: int, max_len: int,
                      rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets) [B, T] batches, each padded to its own longest sequence.
-    `shard = (rank, world)` gives a process its share (same batches count on every rank)."""
+    """(inputs, targets) [B, T] batches of sequences of similar length, each padded only to its
+    own longest, in random order. Lengths are long-tailed, so a random batch would almost
+    always hold one long sequence and pad every other to it.
+    `shard = (rank, world)` gives a process its share (same batch count on every rank)."""
     pieces = [w for s in sequences if len(s) > 1 for w in windows(s, max_len)]
-    order = rng.permutation(len(pieces))
+    by_length = sorted(range(len(pieces)), key=lambda i: (len(pieces[i]), rng.random()))
+    batches = [by_length[start:start + batch_size] for start in range(0, len(by_length), batch_size)]
     rank, world = shard
-    per_rank = len(order) // world if world > 1 else len(order)
-    order = order[rank * per_rank:(rank + 1) * per_rank] if world > 1 else order
-    for start in range(0, len(order), batch_size):
-        chosen = [pieces[i] for i in order[start:start + batch_size]]
-        batch = pad(chosen)
+    if world > 1:
+        per_rank = len(batches) // world
+        batches = [b for n, b in enumerate(batches[:per_rank * world]) if n % world == rank]
+    for n in rng.permutation(len(batches)):
+        batch = pad([pieces[i] for i in batches[n]])
         yield batch[:, :-1], batch[:, 1:]
 
 

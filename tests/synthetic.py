@@ -54,7 +54,7 @@ def _domain(name: str, rng: np.random.Generator, latent: np.ndarray, projections
 def make_benchmark(seed: int = 0, n_types: int = 24, latent_dim: int = 16, aux_domains: int = 3,
                    aux_users: int = 1500, target_users: int = 150, items_per_type: int = 6,
                    dims: dict[str, int] | None = None, length: tuple[int, int] = (6, 12),
-                   p_rule: float = 0.9, noise: float = 0.2, shift: float = 1.0
+                   p_rule: float = 0.9, noise: float = 0.2, shift: float = 0.0
                    ) -> tuple[list[DomainData], DomainData]:
     """(auxiliary domains, sparse target domain); the same seed gives the same data."""
     rng = np.random.default_rng(seed)

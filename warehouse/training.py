@@ -31,7 +31,8 @@ def load_domain(wh: Warehouse, domain: str, modalities: list[str]) -> dict:
     "valid": [(history, target)], "test": [(history, target)]}."""
     fingerprint(wh, domain)
     with wh.reader() as con:
-        n_items = con.execute("SELECT count(*) FROM item_index WHERE domain = ?", [domain]).fetchone()[0]
+        # fetchall: an unfinished execute() result would block the con.sql() below
+        n_items = con.execute("SELECT count(*) FROM item_index WHERE domain = ?", [domain]).fetchall()[0][0]
         features, has = {}, {}
         for m in modalities:
             table = con.sql(f"SELECT x.item_idx, f.vector::FLOAT[] AS vector, f.has_{m} AS has "

@@ -1,0 +1,68 @@
+"""Pre-training and adaptation on the real fixture domains, through the flows and the CLI:
+`ant adapt` prints one JSON line of test metrics; versions are reused, not retrained."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.features import featurize_domain
+from tests.test_cli_config import ant
+from tests.test_ingest import FIXTURES, ingest_files
+from tests.tiny_models import tiny_open_clip_dir
+from warehouse.store import Warehouse
+
+
+@pytest.fixture()
+def trained_home(tmp_path, write_config):
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    for cat in ("Gift_Cards", "Magazine_Subscriptions"):
+        ingest_files(wh, "2018", cat, src / f"{cat}_5.json.gz", src / f"meta_{cat}.json.gz")
+    clip = tiny_open_clip_dir(tmp_path / "clip")
+    path = write_config(
+        auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"],
+        features={"text": {"model": clip, "pretrained": None},
+                  "image": {"model": clip, "pretrained": None, "workers": 0},
+                  "fetch": {"url_rewrite": {"https://": "http://127.0.0.1:9/"}, "retries": 0, "timeout_s": 1}},
+        model={"width": 16, "ffn_width": 16, "n_experts": 2},
+        pretrain={"epochs": 2, "batch_size": 128}, adapt={"epochs": 3, "batch_size": 128})
+    from ant_config import load_config
+    config = load_config(path)
+    for domain in ("Gift_Cards", "Magazine_Subscriptions"):
+        featurize_domain(config, domain)
+    return wh, path
+
+
+def test_pretrain_then_adapt_every_method(prefect, trained_home):
+    from flows.train import adapt, pretrain
+    wh, path = trained_home
+    first = pretrain(str(path))
+    assert first["domains"] == ["Magazine_Subscriptions"]
+    assert pretrain(str(path))["version"] == first["version"]  # same inputs: nothing retrained
+    text_only = pretrain(str(path), text_only=True)
+    assert text_only["version"] != first["version"]
+    results = {m: adapt("Gift_Cards", m, str(path)) for m in
+               ("relearn", "finetune", "scratch", "sasrec", "unisrec", "features-sasrec")}
+    for method, r in results.items():
+        assert 0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@50"] <= 1, method
+    assert results["relearn"]["pretrained"] == first["version"]
+    assert results["unisrec"]["pretrained"] == text_only["version"]
+    assert results["scratch"]["pretrained"] is None
+
+
+def test_adapt_cli_prints_one_json_line(trained_home):
+    wh, path = trained_home
+    pre = ant("pretrain", "--config", str(path), "--epochs", "1")
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    version = json.loads(pre.stdout.strip().splitlines()[-1])["version"]
+    out = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "relearn",
+              "--pretrained", version, "--epochs", "2", "--seed", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(line) == {"method", "target", "recall@10", "ndcg@10", "recall@50", "ndcg@50"}
+    assert line["method"] == "relearn"
+    bad = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "magic")
+    assert bad.returncode == 2 and "relearn" in bad.stderr
+    missing = ant("adapt", "--config", str(path), "--target", "Nowhere", "--method", "scratch")
+    assert missing.returncode == 1 and "not in the warehouse" in missing.stderr
