@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--pretrain-epochs", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
@@ -50,7 +50,7 @@ def main() -> None:
     for method in args.methods:
         for seed in args.seeds:
             parent = tmp / ("text" if method == "unisrec" else "ant") / "best"
-            cfg = TrainConfig(epochs=args.epochs, batch_size=256, patience=20, seed=seed)
+            cfg = TrainConfig(epochs=args.epochs, batch_size=256, patience=25, seed=seed)
             model, _ = adapt(method, target, model_cfg, cfg, parent, progress=False)
             ev = rank_targets(model, target.tensors(torch.device("cpu")), target.test, 1024)
             results.setdefault(method, []).append(ev.metrics())

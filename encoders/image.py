@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ant_config import ImageEncoderConfig
-from encoders.text import _autocast, load_open_clip
+from encoders.text import autocast, load_open_clip
 from encoders.weights import encoder_id, pick_device
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ImageEncoder:
                             num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
         done, started = 0, time.monotonic()
         for batch in loader:
-            with _autocast(self.device):
+            with autocast(self.device):
                 vectors = self.model.encode_image(batch.to(self.device, non_blocking=True))
             out[done:done + len(batch)] = vectors.float().cpu().numpy()
             done += len(batch)

@@ -25,7 +25,7 @@ def load_open_clip(model: str, pretrained: str | None):
     return net.eval(), preprocess
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
@@ -54,7 +54,7 @@ class TextEncoder:
 
     @torch.inference_mode()
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        with _autocast(self.device):
+        with autocast(self.device):
             if self.cfg.kind == "open_clip":
                 out = self.model.encode_text(self._tokenizer(texts).to(self.device))
             else:
