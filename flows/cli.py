@@ -169,9 +169,18 @@ def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
 
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """The end-to-end pipeline on a config (today: ingest, then item features)."""
-    ingest(config=config)
-    features(config=config)
+    """The end-to-end pipeline: ingest, features, pre-training, every method on every target,
+    then the transfer report."""
+    try:
+        cfg = load_config(config)
+        if not cfg.targets or not cfg.auxiliary:
+            raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
+        from flows.pipeline import pipeline
+        report = pipeline(str(config) if config else None)
+    except USER_ERRORS + (CheckpointError,) as exc:
+        _fail(exc)
+    typer.echo(report)
+    typer.echo(f"Artifacts: {Path(cfg.home).resolve() / 'artifacts'}")
 
 
 @app.command()
