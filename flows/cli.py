@@ -183,6 +183,67 @@ def run(config: ConfigOpt = None) -> None:
     typer.echo(f"Artifacts: {Path(cfg.home).resolve() / 'artifacts'}")
 
 
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, promote.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(target: Annotated[Optional[str], typer.Option(help="only this target's models")] = None,
+                config: ConfigOpt = None) -> None:
+    """Every registered model, oldest first."""
+    from warehouse import registry
+    try:
+        rows = registry.models(Warehouse(load_config(config).home), target)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    _print_table(["version", "kind", "target", "method", "seed", "valid recall@10", "test recall@10", "created_at"],
+                 [(r["version"], r["kind"], r["target"], r["method"], r["seed"],
+                   _metric(r["valid"]), _metric(r["test"]), str(r["created_at"])[:19]) for r in rows])
+
+
+def _metric(metrics: dict | None) -> str:
+    return f"{metrics['recall@10']:.4f}" if metrics else ""
+
+
+@models_app.command("show")
+def models_show(version: str, config: ConfigOpt = None) -> None:
+    """A model's lineage, metrics and files, as JSON."""
+    from warehouse import registry
+    try:
+        record = registry.get(Warehouse(load_config(config).home), version)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if record is None:
+        _fail(WarehouseError(f"no model version {version!r}: see `ant models list`"))
+    typer.echo(json.dumps(record, indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(version: str, config: ConfigOpt = None) -> None:
+    """Serve `version` for its target (`ant recommend` uses the promoted model)."""
+    from warehouse import registry
+    try:
+        record = registry.promote(Warehouse(load_config(config).home), version, "promoted by hand")
+    except USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(f"{record['target']}: {version} ({record['method']}) promoted")
+
+
+@app.command()
+def recommend(target: Annotated[str, typer.Option(help="target domain")],
+              history: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")],
+              k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+              config: ConfigOpt = None) -> None:
+    """Top-k next items for a history, from the target's promoted model."""
+    from tasks.recommend import recommend as top_k
+    try:
+        rows = top_k(load_config(config), target, [h.strip() for h in history.split(",") if h.strip()], k)
+    except USER_ERRORS + (CheckpointError,) as exc:
+        _fail(exc)
+    _print_table(["rank", "item_id", "score", "title"],
+                 [(n, r["item_id"], f"{r['score']:.4f}", r["title"] or "") for n, r in enumerate(rows, 1)])
+
+
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="a read-only SQL query")],
         as_csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,

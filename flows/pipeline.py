@@ -10,7 +10,9 @@ from flows.features import features
 from flows.ingest import ingest
 from flows.train import adapt, pretrain
 from tasks.report import transfer_report
+from warehouse import registry
 from warehouse.sources import domain_name
+from warehouse.store import Warehouse
 
 
 @flow(name="pipeline")
@@ -21,8 +23,14 @@ def pipeline(config_path: str | None = None) -> str:
     features(config_path)
     pretrain(config_path)
     pretrain(config_path, text_only=True)  # the UniSRec-style baseline's parent
-    results = [adapt(domain_name(config.release, target), method, config_path, seed=seed)
-               for target in config.targets for method in METHODS for seed in config.seeds]
-    report = transfer_report(results)
+    results, promotions = [], []
+    for category in config.targets:
+        target = domain_name(config.release, category)
+        runs = [adapt(target, method, config_path, seed=seed) for method in METHODS for seed in config.seeds]
+        version, reason = registry.choose_for_promotion(runs)
+        registry.promote(Warehouse(config.home), version, reason)
+        results += runs
+        promotions.append(f"- **{target}**: promoted `{version}` ({reason})")
+    report = transfer_report(results) + "\n## Promoted models\n\n" + "\n".join(promotions) + "\n"
     create_markdown_artifact(report, key="transfer-report", description="ANT transfer report")
     return report

@@ -21,7 +21,7 @@ from ant_model.data import DomainData
 from ant_model.evaluate import rank_targets
 from ant_model.strategies import METHODS, adapt, method_config, pretrain
 from ant_model.train import pick_device
-from warehouse import training
+from warehouse import registry, training
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,17 @@ def run_pretrain(config: AntConfig, domains: list[str], text_only: bool = False)
     _, fit = pretrain(data, model_cfg, config.pretrain, checkpoint_dir=folder)
     result = {"version": version, "path": str(folder / "best"), "domains": domains, "lineage": lineage,
               "best_epoch": fit.best_epoch, "valid": fit.best_valid, "seconds": round(fit.seconds, 1)}
+    registry.register(Warehouse(config.home), version, "pretrain", result["path"],
+                      {"data": lineage, "config": {"model": model_cfg.model_dump(), "train": config.pretrain.model_dump()},
+                       "code_version": CODE_VERSION}, method="text-only" if text_only else "ant",
+                      valid=fit.best_valid, flow_run_id=_flow_run_id())
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+    return str(flow_run.id) if flow_run.id else None
 
 
 def run_adapt(config: AntConfig, target: str, method: str, pretrained: str | None = None,
@@ -92,9 +101,10 @@ def run_adapt(config: AntConfig, target: str, method: str, pretrained: str | Non
         parent = pretrained_dir(config, pretrained, text_only=method == "unisrec")
     model_cfg = method_config(method, config.model)
     modalities = model_cfg.modalities if parent is None else checkpoint.read_meta(parent)["model"]["modalities"]
-    version = version_of({"method": method, "model": model_cfg.model_dump(), "train": train_cfg.model_dump(),
-                          "data": _lineage(config, [target], modalities),
-                          "parent": parent.parent.name if parent else None, "code": CODE_VERSION})
+    lineage = {"method": method, "model": model_cfg.model_dump(), "train": train_cfg.model_dump(),
+               "data": _lineage(config, [target], modalities),
+               "parent": parent.parent.name if parent else None, "code": CODE_VERSION}
+    version = version_of(lineage)
     folder = artifacts(config) / "adapt" / target / method / version
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())
@@ -106,6 +116,9 @@ def run_adapt(config: AntConfig, target: str, method: str, pretrained: str | Non
     result = {"method": method, "target": target, "version": version, "seed": train_cfg.seed,
               **test.metrics(), "valid": fit.best_valid, "best_epoch": fit.best_epoch,
               "pretrained": parent.parent.name if parent else None, "path": str(folder / "best")}
+    registry.register(Warehouse(config.home), version, "adapt", result["path"], lineage, target=target,
+                      method=method, seed=train_cfg.seed, parent=result["pretrained"], valid=fit.best_valid,
+                      test=test.metrics(), flow_run_id=_flow_run_id())
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

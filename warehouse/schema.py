@@ -43,7 +43,7 @@ for _modality, _table in FEATURE_TABLES.items():
         "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
     }
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -71,6 +71,17 @@ MIGRATIONS: dict[int, list[str]] = {
         # The fitted price encoding of each domain, to re-apply it later.
         """CREATE TABLE price_encoders (
             domain VARCHAR PRIMARY KEY, encoder_id VARCHAR NOT NULL, state JSON NOT NULL)""",
+    ],
+    3: [
+        # Every trained model: a content-hash version, never overwritten.
+        """CREATE TABLE models (
+            version VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, target VARCHAR, method VARCHAR,
+            seed INTEGER, path VARCHAR NOT NULL, parent VARCHAR, lineage JSON NOT NULL,
+            valid JSON, test JSON, flow_run_id VARCHAR, created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+        # The model that serves each target, and why it was chosen.
+        """CREATE TABLE promotions (
+            target VARCHAR PRIMARY KEY, version VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+            promoted_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
     ],
 }
 

@@ -57,3 +57,10 @@ def load_domain(wh: Warehouse, domain: str, modalities: list[str]) -> dict:
     return {"features": features, "has": has, "n_items": n_items,
             "train": [np.append(h, t) for h, t in split["train"]],
             "valid": split["valid"], "test": split["test"]}
+
+
+def catalogue(wh: Warehouse, domain: str) -> list[tuple[str, str | None]]:
+    """(item_id, title) of each item, position = item_idx - 1."""
+    with wh.reader() as con:
+        return con.execute("SELECT x.item_id, i.title FROM item_index x LEFT JOIN items i USING (domain, item_id) "
+                           "WHERE x.domain = ? ORDER BY x.item_idx", [domain]).fetchall()
