@@ -245,6 +245,26 @@ def recommend(target: Annotated[str, typer.Option(help="target domain")],
 
 
 @app.command()
+def report(target: Annotated[Optional[str], typer.Option(help="only this target's section")] = None,
+           config: ConfigOpt = None) -> None:
+    """Print the latest transfer report of `ant run`."""
+    from tasks.report import report_dir
+    try:
+        path = report_dir(load_config(config)) / "latest.md"
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if not path.exists():
+        _fail(WarehouseError(f"no report at {path}: run `ant run` first"))
+    text = path.read_text()
+    if target:
+        sections = [s for s in text.split("## ") if s.startswith(f"{target}\n")]
+        if not sections:
+            _fail(WarehouseError(f"no target {target!r} in {path}"))
+        text = "## " + sections[0]
+    typer.echo(text)
+
+
+@app.command()
 def sql(query: Annotated[str, typer.Argument(help="a read-only SQL query")],
         as_csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,
         config: ConfigOpt = None) -> None:

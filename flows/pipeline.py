@@ -9,7 +9,7 @@ from ant_model.strategies import METHODS
 from flows.features import features
 from flows.ingest import ingest
 from flows.train import adapt, pretrain
-from tasks.report import transfer_report
+from tasks.report import save_report, transfer_report
 from warehouse import registry
 from warehouse.sources import domain_name
 from warehouse.store import Warehouse
@@ -32,5 +32,7 @@ def pipeline(config_path: str | None = None) -> str:
         results += runs
         promotions.append(f"- **{target}**: promoted `{version}` ({reason})")
     report = transfer_report(results) + "\n## Promoted models\n\n" + "\n".join(promotions) + "\n"
-    create_markdown_artifact(report, key="transfer-report", description="ANT transfer report")
+    path = save_report(config, report)
+    create_markdown_artifact(f"{report}\n\nSaved as `{path}`.", key="transfer-report",
+                             description="ANT transfer report")
     return report

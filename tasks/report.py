@@ -2,10 +2,13 @@
 negative-transfer verdict for each adapted method (its mean test metric below scratch's)."""
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
+from ant_config import AntConfig
 from ant_model.strategies import PRETRAINED_METHODS
 
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
@@ -33,3 +36,17 @@ def transfer_report(results: list[dict]) -> str:
         best = max(methods, key=lambda m: np.mean([r["valid"]["recall@10"] for r in methods[m]]))
         lines += ["", f"Best on validation Recall@10: **{best}**.", ""]
     return "\n".join(lines)
+
+
+def report_dir(config: AntConfig) -> Path:
+    return Path(config.home).resolve() / "artifacts" / "reports"
+
+
+def save_report(config: AntConfig, report: str) -> Path:
+    """`reports/<content hash>.md` (never overwritten) and `reports/latest.md`."""
+    folder = report_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(report.encode()).hexdigest()[:16]}.md"
+    path.write_text(report)
+    (folder / "latest.md").write_text(report)
+    return path

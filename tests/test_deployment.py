@@ -1,0 +1,94 @@
+"""As users run it: a real Prefect server on 127.0.0.1, the process work pool, the deployments
+of prefect.yaml, `prefect deployment run` for the pipeline and a worker with --run-once; a
+second run hits the caches and registers nothing new."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.tiny_models import tiny_open_clip_dir
+
+ROOT = Path(__file__).parent.parent
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+@pytest.fixture()
+def prefect_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-ui", "--analytics-off"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Prefect server did not start within 120 s")
+        yield api, {**env, "PREFECT_API_URL": api}
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def run(args, env, timeout=600):
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
+    return done.stdout
+
+
+def test_deployment_run_through_a_worker(prefect_server, write_config, tmp_path, server):
+    api, env = prefect_server
+    clip = tiny_open_clip_dir(tmp_path / "clip")
+    config = write_config(
+        auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0],
+        features={"text": {"model": clip, "pretrained": None}, "image": {"model": clip, "pretrained": None,
+                  "workers": 0}, "fetch": {"url_rewrite": {"https://": "http://127.0.0.1:9/"}, "retries": 0}},
+        model={"width": 16, "ffn_width": 16, "n_experts": 2},
+        pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 1, "batch_size": 256})
+    run([*PREFECT, "work-pool", "create", "ant", "--type", "process"], env)
+    run([*PREFECT, "--no-prompt", "deploy", "--all"], env)
+
+    def deployment_run() -> str:
+        out = run([*PREFECT, "deployment", "run", "pipeline/quickstart", "-p", f"config_path={config}"], env)
+        run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+        run([*PREFECT, "worker", "start", "--pool", "ant", "--run-once"], env)
+        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+        assert state["type"] == "COMPLETED", state
+        return run_id
+
+    deployment_run()
+    home = tmp_path / "home"
+    models = json.loads(run([sys.executable, "-m", "flows.cli", "sql", "--csv", "--config", str(config),
+                             "SELECT to_json(list(kind)) FROM models"], env).splitlines()[1].strip('"').replace('""', '"'))
+    assert sorted(models) == ["adapt"] * 7 + ["pretrain"] * 2
+    report = home / "artifacts" / "reports" / "latest.md"
+    assert report.exists() and "## Gift_Cards" in report.read_text()
+    assert "Promoted models" in run([sys.executable, "-m", "flows.cli", "report", "--config", str(config)], env)
+
+    started = time.monotonic()
+    deployment_run()
+    again = json.loads(run([sys.executable, "-m", "flows.cli", "sql", "--csv", "--config", str(config),
+                            "SELECT to_json(list(kind)) FROM models"], env).splitlines()[1].strip('"').replace('""', '"'))
+    assert sorted(again) == sorted(models)  # nothing trained or registered again
+    assert time.monotonic() - started < 300
