@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ant_config import ImageEncoderConfig
 from encoders.text import autocast, load_open_clip
-from encoders.weights import encoder_id, pick_device
+from ant_model.train import pick_device
+from encoders.weights import encoder_id
 
 log = logging.getLogger(__name__)
 

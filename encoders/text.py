@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ant_config import TextEncoderConfig
-from encoders.weights import encoder_id, load_weights, pick_device
+from ant_model.train import pick_device
+from encoders.weights import encoder_id, load_weights
 
 log = logging.getLogger(__name__)
 

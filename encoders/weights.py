@@ -89,9 +89,3 @@ def encoder_id(name: str, module: torch.nn.Module, preprocessing: dict) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return f"{name}@{digest.hexdigest()[:16]}"
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from warehouse.features import vectors_of
 from warehouse.schema import FEATURE_TABLES
 from warehouse.store import Warehouse, WarehouseError
 
@@ -35,17 +36,16 @@ def load_domain(wh: Warehouse, domain: str, modalities: list[str]) -> dict:
         n_items = con.execute("SELECT count(*) FROM item_index WHERE domain = ?", [domain]).fetchall()[0][0]
         features, has = {}, {}
         for m in modalities:
-            table = con.sql(f"SELECT x.item_idx, f.vector::FLOAT[] AS vector, f.has_{m} AS has "
+            table = con.sql(f"SELECT x.item_idx, f.vector, f.has_{m} AS has "
                             f"FROM item_index x JOIN {FEATURE_TABLES[m]} f USING (domain, item_id) "
                             f"WHERE x.domain = ? ORDER BY x.item_idx", params=[domain]).to_arrow_table()
             if table.num_rows == 0:
                 raise WarehouseError(f"no {m} features for domain {domain!r}: run `ant features` first "
                                      f"(or drop {m!r} from model.modalities)")
             idx = table.column("item_idx").to_numpy()
-            vectors = table.column("vector").combine_chunks()
-            dim = len(vectors[0])
-            matrix = np.zeros((n_items + 1, dim), dtype=np.float32)
-            matrix[idx] = vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            vectors = vectors_of(table)
+            matrix = np.zeros((n_items + 1, vectors.shape[1]), dtype=np.float32)
+            matrix[idx] = vectors
             flags = np.zeros(n_items + 1, dtype=bool)
             flags[idx] = table.column("has").to_numpy(zero_copy_only=False)
             features[m], has[m] = matrix, flags
