@@ -1,9 +1,9 @@
-"""Transfer on the synthetic multi-domain benchmark (tests/synthetic.py): pre-train once on the
+"""Transfer on the synthetic multi-domain benchmark (ant_model/synthetic.py): pre-train once on the
 auxiliary domains (ANT, and a text-only model for the UniSRec-style baseline), then train every
 method on the sparse target for several seeds; prints the table (mean ± std) and flags
 negative transfer (an adapted method below scratch).
 
-    python bench/transfer.py [--seeds 0 1 2] [--pretrain-epochs 40] [--epochs 80]
+    python bench/transfer.py [--seeds 0 1 2] [--pattern cycle|rule] [--shift 1.0]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 from ant_config import ModelConfig, TrainConfig
 from ant_model.evaluate import rank_targets
 from ant_model.strategies import METHODS, adapt, pretrain
-from tests.synthetic import make_benchmark
+from ant_model.synthetic import PATTERNS, make_benchmark
 
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
 ADAPTED = ("relearn", "finetune", "finetune-frozen", "unisrec")
@@ -32,11 +32,13 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--pattern", choices=PATTERNS, default="cycle")
+    parser.add_argument("--shift", type=float, default=0.0, help="how much each domain's feature projection differs")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    aux, target = make_benchmark(seed=args.data_seed)
+    aux, target = make_benchmark(seed=args.data_seed, pattern=args.pattern, shift=args.shift)
     model_cfg = ModelConfig(width=args.width, ffn_width=args.width, n_experts=4, dropout=0.2, embedding_dropout=0.2)
     pre_cfg = TrainConfig(epochs=args.pretrain_epochs, batch_size=256, lr_gamma=0.995, patience=args.pretrain_epochs)
     tmp = Path(tempfile.mkdtemp(prefix="ant-transfer-"))

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from ant_config import ModelConfig, TrainConfig
 from ant_model.model import ANT
 from ant_model.train import fit
-from tests.synthetic import make_benchmark
+from ant_model.synthetic import make_benchmark
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")

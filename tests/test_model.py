@@ -17,7 +17,7 @@ from ant_model.losses import cosine_logits, full_softmax, in_batch_infonce
 from ant_model.model import ANT
 from ant_model.strategies import build, pretrain
 from ant_model.train import fit
-from tests.synthetic import make_benchmark
+from ant_model.synthetic import make_benchmark
 
 SMALL = ModelConfig(width=16, ffn_width=16, heads=2, n_experts=3, max_seq_len=8, dropout=0.1,
                     embedding_dropout=0.1)
