@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -56,14 +57,26 @@ def test_a_writer_that_never_frees_the_file_is_a_clear_error(wh):
         holder.kill()
 
 
+HOLD_RUN_LOCK = """
+import sys
+from warehouse.store import Warehouse
+with Warehouse(sys.argv[1]).run_lock():
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
 def test_second_run_on_the_same_home_is_refused_clearly(wh):
-    other = Warehouse(wh.home, lock_timeout_s=0.2)
-    with wh.run_lock():
-        with pytest.raises(WarehouseLocked, match="another run is writing.*Wait for it"):
-            with other.run_lock():
-                pass
-    with other.run_lock():  # free again once the first run ends
-        pass
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(wh.home)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    assert holder.stdout.readline().strip() == "holding"
+    with pytest.raises(WarehouseLocked, match="another run is writing.*Wait for it"):
+        with wh.run_lock(timeout_s=0.2):
+            pass
+    holder.communicate("done\n", timeout=30)
+    with wh.run_lock(timeout_s=0.2):  # free again once the first run ends
+        with wh.run_lock():  # and re-entrant within a process (the pipeline's flows nest)
+            pass
 
 
 def test_garbage_collection_keeps_exactly_the_published_files(wh):

@@ -43,7 +43,7 @@ for _modality, _table in FEATURE_TABLES.items():
         "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
     }
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -82,6 +82,12 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE promotions (
             target VARCHAR PRIMARY KEY, version VARCHAR NOT NULL, reason VARCHAR NOT NULL,
             promoted_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+    ],
+    4: [
+        # A random id per warehouse file: task caches key on it, so a new or re-created
+        # warehouse never reuses results computed against another one.
+        """CREATE TABLE identity (id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+        """INSERT INTO identity (id) SELECT uuid()::VARCHAR""",
     ],
 }
 

@@ -38,6 +38,16 @@ def _file_lock(path: Path) -> threading.RLock:
         return _FILE_LOCKS.setdefault(path, threading.RLock())
 
 
+# The run lock is held by a process, not a thread or a flow: the pipeline takes it for the
+# whole run and the flows it calls take it again, so each path has one re-entrant lock.
+_RUN_LOCKS: dict[Path, FileLock] = {}
+
+
+def _run_lock(path: Path) -> FileLock:
+    with _FILE_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(path, FileLock(str(path), thread_local=False))
+
+
 class WarehouseError(RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
@@ -121,20 +131,33 @@ class Warehouse:
         })
 
     @contextlib.contextmanager
-    def run_lock(self) -> Iterator[None]:
-        """Whole-run exclusion: a second pipeline on the same ANT_HOME waits, then refuses."""
+    def run_lock(self, timeout_s: float | None = None) -> Iterator[None]:
+        """Whole-run exclusion between processes: a second run on the same ANT_HOME waits
+        up to `timeout_s` (default: the warehouse's lock timeout), then refuses. Re-entrant
+        within a process."""
         self.home.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.home / ".run.lock"))
+        lock = _run_lock(self.home / ".run.lock")
+        timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
+        if not lock.is_locked:
+            log.info("taking the run lock %s (waits up to %.0fs for another run)", lock.lock_file, timeout_s)
         try:
-            lock.acquire(timeout=self.lock_timeout_s)
+            lock.acquire(timeout=timeout_s)
         except Timeout as exc:
             raise WarehouseLocked(
                 f"another run is writing to {self.home} (lock {lock.lock_file}); waited "
-                f"{self.lock_timeout_s:.0f}s. Wait for it to finish, or use another ANT_HOME.") from exc
+                f"{timeout_s:.0f}s. Wait for it to finish, or use another ANT_HOME.") from exc
         try:
             yield
         finally:
             lock.release()
+
+    def identity(self) -> str:
+        """This warehouse file's random id (a re-created warehouse gets a new one)."""
+        if not self.db_path.exists():
+            with self.writer():  # creates it
+                pass
+        with self.reader() as con:
+            return con.execute("SELECT id FROM identity").fetchall()[0][0]
 
     # -- schema --------------------------------------------------------------------------------
     @staticmethod
