@@ -40,6 +40,9 @@ class Download(_Section):
     timeout_s: float = Field(60.0, gt=0, description="connect/read timeout of one request")
     retries: int = Field(3, ge=0, description="task-level retries on transient network errors")
     retry_delay_s: float = Field(5.0, ge=0)
+    revalidate_after_h: float = Field(
+        24.0, ge=0, description="downloads are re-validated with the host once per period of this "
+                                "many hours (0: on every run)")
 
 
 class Filtering(_Section):
@@ -166,6 +169,20 @@ class TrainConfig(_Section):
     cpu_threads: int | None = Field(None, ge=1, description="default: all cores")
 
 
+class Orchestration(_Section):
+    """How Prefect runs the tasks, and how runs on one ANT_HOME take turns."""
+
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="where per-domain features and per-target adaptation run")
+    workers: int = Field(1, ge=1, description="tasks at once; each training task uses every core it gets")
+    dask_address: str | None = Field(
+        None, description="scheduler of a running Dask cluster; default: a local cluster of `workers` processes")
+    pretrain_processes: int = Field(
+        1, ge=1, description="> 1: pre-train under torchrun with this many processes (one per GPU, DDP)")
+    lock_timeout_s: float = Field(
+        3600.0, ge=0, description="how long a second run on the same ANT_HOME waits before it gives up")
+
+
 def _pretrain_defaults() -> TrainConfig:
     return TrainConfig(epochs=300, lr_gamma=0.995)
 
@@ -184,6 +201,7 @@ class AntConfig(_Section):
     pretrain: TrainConfig = Field(default_factory=_pretrain_defaults)
     adapt: TrainConfig = TrainConfig()
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds when comparing methods")
+    orchestration: Orchestration = Orchestration()
 
     @model_validator(mode="after")
     def _known_categories(self) -> "AntConfig":

@@ -41,10 +41,21 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FLOW_COMMANDS = ("ingest", "features", "pretrain", "adapt", "run")
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    handler = logging.StreamHandler()
+    if ctx.invoked_subcommand in FLOW_COMMANDS:  # name the task or flow run of each line
+        from prefect.logging.formatters import PrefectFormatter  # ~3 s to import: only for flows
+        handler.setFormatter(PrefectFormatter(
+            LOG_FORMAT, task_run_fmt="%(asctime)s %(levelname)s task run %(task_run_name)r: %(message)s",
+            flow_run_fmt="%(asctime)s %(levelname)s flow run %(flow_run_name)r: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -102,8 +113,9 @@ def import_atomic_cmd(
     """Load a processed RecBole/UniSRec atomic dataset as a domain, keeping its split."""
     files = [_feature_file(spec) for spec in feature or []]
     try:
-        wh = Warehouse(load_config(config).home)
-        with wh.run_lock():
+        cfg = load_config(config)
+        wh = Warehouse(cfg.home)
+        with wh.run_lock(cfg.orchestration.lock_timeout_s):
             summary = import_atomic(wh, directory, domain, files)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -160,7 +172,7 @@ def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
     try:
         load_config(config, **overrides)
         from flows.train import adapt
-        result = adapt(target, method, str(config) if config else None, pretrained, seed, overrides)
+        result = adapt(target, method, str(config) if config else None, pretrained, seed, overrides)[0]
     except USER_ERRORS + (CheckpointError,) as exc:
         _fail(exc)
     typer.echo(json.dumps({"method": method, "target": target,
@@ -247,10 +259,10 @@ def recommend(target: Annotated[str, typer.Option(help="target domain")],
 @app.command()
 def report(target: Annotated[Optional[str], typer.Option(help="only this target's section")] = None,
            config: ConfigOpt = None) -> None:
-    """Print the latest transfer report of `ant run`."""
+    """Print the latest transfer report of `ant run` (its chart is next to it)."""
     from tasks.report import report_dir
     try:
-        path = report_dir(load_config(config)) / "latest.md"
+        path = report_dir(load_config(config)) / "latest" / "report.md"
     except USER_ERRORS as exc:
         _fail(exc)
     if not path.exists():
@@ -262,6 +274,8 @@ def report(target: Annotated[Optional[str], typer.Option(help="only this target'
             _fail(WarehouseError(f"no target {target!r} in {path}"))
         text = "## " + sections[0]
     typer.echo(text)
+    if not target:
+        typer.echo(f"Report folder: {path.parent}")
 
 
 @app.command()

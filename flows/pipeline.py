@@ -1,5 +1,9 @@
-"""The end-to-end DAG: ingest → features → pre-train → every method on every target → report."""
+"""The end-to-end DAG: ingest → features → pre-train → every method on every target →
+promotion → report. Holds the ANT_HOME run lock throughout; every task is cached on
+content, so a re-run with nothing changed runs no task and a killed run resumes."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -8,9 +12,9 @@ from ant_config import load_config
 from ant_model.strategies import METHODS
 from flows.features import features
 from flows.ingest import ingest
-from flows.train import adapt, pretrain
-from tasks.report import save_report, transfer_report
-from warehouse import registry
+from flows.train import adapt_targets, pretrain
+from tasks.caching import in_home
+from tasks.report import write_report
 from warehouse.sources import domain_name
 from warehouse.store import Warehouse
 
@@ -19,20 +23,15 @@ from warehouse.store import Warehouse
 def pipeline(config_path: str | None = None) -> str:
     """Run everything the config names; returns the transfer report (Markdown)."""
     config = load_config(config_path)
-    ingest(config_path)
-    features(config_path)
-    pretrain(config_path)
-    pretrain(config_path, text_only=True)  # the UniSRec-style baseline's parent
-    results, promotions = [], []
-    for category in config.targets:
-        target = domain_name(config.release, category)
-        runs = [adapt(target, method, config_path, seed=seed) for method in METHODS for seed in config.seeds]
-        version, reason = registry.choose_for_promotion(runs)
-        registry.promote(Warehouse(config.home), version, reason)
-        results += runs
-        promotions.append(f"- **{target}**: promoted `{version}` ({reason})")
-    report = transfer_report(results) + "\n## Promoted models\n\n" + "\n".join(promotions) + "\n"
-    path = save_report(config, report)
-    create_markdown_artifact(f"{report}\n\nSaved as `{path}`.", key="transfer-report",
+    with Warehouse(config.home).run_lock(config.orchestration.lock_timeout_s):
+        ingest(config_path)
+        features(config_path)
+        ant = pretrain(config_path)
+        text = pretrain(config_path, text_only=True)  # the UniSRec-style baseline's parent
+        targets = [domain_name(config.release, c) for c in config.targets]
+        results = adapt_targets(config, targets, list(METHODS), config.seeds, ant["version"], text["version"])
+        folder = Path(in_home(write_report, config)(config, results))
+    report = (folder / "report.md").read_text()
+    create_markdown_artifact(f"{report}\n\nReport and chart: `{folder}`", key="transfer-report",
                              description="ANT transfer report")
     return report

@@ -2,7 +2,9 @@
 
 `featurize_domain` is plain Python (tests call it directly); the Prefect task wraps it.
 For each modality the input of every item is hashed; items whose hash and encoder id match
-the stored row keep their vector, only the rest are encoded.
+the stored row keep their vector, only the rest are encoded. The task is cached on the
+domain's data fingerprint and the features config, and runs again while some image fetches
+failed transiently (they may succeed now).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import functools
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -20,8 +23,10 @@ from ant_config import AntConfig, ImageEncoderConfig, TextEncoderConfig
 from encoders.image import ImageEncoder
 from encoders.price import PriceEncoder
 from encoders.text import TextEncoder
+from tasks.caching import keyed
 from warehouse import features as store
-from warehouse.images import fetch_images, image_path
+from warehouse.images import fetch_images, image_path, pending_retries
+from warehouse.training import fingerprint
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,13 @@ def featurize_domain(config: AntConfig, domain: str) -> list[FeatureSummary]:
     return summaries
 
 
-@task(name="features", task_run_name="features {domain}")
+def _domain_content(parameters: dict) -> list:
+    config, domain = parameters["config"], parameters["domain"]
+    wh = Warehouse(config.home)
+    retry = uuid.uuid4().hex if pending_retries(wh, domain) else None  # never a cache hit
+    return [domain, fingerprint(wh, domain), config.features.model_dump(), retry]
+
+
+@task(name="features", task_run_name="features {domain}", cache_key_fn=keyed("features", _domain_content))
 def featurize(config: AntConfig, domain: str) -> list[dict]:
     return [s.as_dict() for s in featurize_domain(config, domain)]

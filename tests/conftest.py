@@ -127,16 +127,37 @@ def server(mirror):
 @pytest.fixture()
 def write_config(tmp_path, server):
     """Write a YAML config pointing at the test server; returns its path."""
-    def write(**overrides) -> Path:
+    def write(path: Path | None = None, **overrides) -> Path:
         data = {"home": str(tmp_path / "home"), "release": "2018",
                 "auxiliary": list(CATEGORIES_2018), "targets": [],
                 "sources": {"amazon_2018_url": f"{server.url}/amazon_v2/",
                             "amazon_2023_url": f"{server.url}/amazon_2023/"},
                 "download": {"retries": 0, "retry_delay_s": 0, "timeout_s": 10}}
         data.update(overrides)
-        path = tmp_path / "config.yaml"
+        path = path or tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
+    return write
+
+
+@pytest.fixture()
+def pipeline_config(write_config, tmp_path, server):
+    """A config that runs the whole pipeline in about a minute: one auxiliary and one target
+    category, tiny random encoders and model, images from the fixture server."""
+    from tests.tiny_models import tiny_open_clip_dir
+    clip = tiny_open_clip_dir(tmp_path / "clip")
+
+    def write(path: Path | None = None, **overrides) -> Path:
+        settings = dict(
+            auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0],
+            features={"text": {"model": clip, "pretrained": None},
+                      "image": {"model": clip, "pretrained": None, "workers": 0},
+                      "fetch": {"url_rewrite": {"https://images-na.ssl-images-amazon.com/": server.url + "/"},
+                                "retries": 0}},
+            model={"width": 16, "ffn_width": 16, "n_experts": 2},
+            pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256})
+        settings.update(overrides)
+        return write_config(path, **settings)
     return write
 
 

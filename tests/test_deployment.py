@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.tiny_models import tiny_open_clip_dir
 
 ROOT = Path(__file__).parent.parent
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -57,37 +56,39 @@ def run(args, env, timeout=600):
     return done.stdout
 
 
-def test_deployment_run_through_a_worker(prefect_server, write_config, tmp_path, server):
+def test_deployment_run_through_a_worker(prefect_server, pipeline_config, tmp_path):
     api, env = prefect_server
-    clip = tiny_open_clip_dir(tmp_path / "clip")
-    config = write_config(
-        auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0],
-        features={"text": {"model": clip, "pretrained": None}, "image": {"model": clip, "pretrained": None,
-                  "workers": 0}, "fetch": {"url_rewrite": {"https://": "http://127.0.0.1:9/"}, "retries": 0}},
-        model={"width": 16, "ffn_width": 16, "n_experts": 2},
-        pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 1, "batch_size": 256})
+    config = pipeline_config()
     run([*PREFECT, "work-pool", "create", "ant", "--type", "process"], env)
     run([*PREFECT, "--no-prompt", "deploy", "--all"], env)
 
-    def deployment_run() -> str:
+    def deployment_run() -> list[str]:
+        """Trigger, work, check; the state names of the run's task runs (subflows' included)."""
         out = run([*PREFECT, "deployment", "run", "pipeline/quickstart", "-p", f"config_path={config}"], env)
         run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
         run([*PREFECT, "worker", "start", "--pool", "ant", "--run-once"], env)
         state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
         assert state["type"] == "COMPLETED", state
-        return run_id
+        ids, frontier = {run_id}, [run_id]
+        while frontier:
+            children = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+                "flow_runs": {"parent_flow_run_id": {"any_": frontier}}}).json()
+            frontier = [c["id"] for c in children]
+            ids.update(frontier)
+        tasks = httpx.post(f"{api}/task_runs/filter", timeout=10, json={"flow_runs": {"id": {"any_": list(ids)}}}).json()
+        return [t["state"]["name"] for t in tasks if not t["state"]["state_details"].get("child_flow_run_id")]
 
-    deployment_run()
+    assert set(deployment_run()) == {"Completed"}
     home = tmp_path / "home"
     models = json.loads(run([sys.executable, "-m", "flows.cli", "sql", "--csv", "--config", str(config),
                              "SELECT to_json(list(kind)) FROM models"], env).splitlines()[1].strip('"').replace('""', '"'))
     assert sorted(models) == ["adapt"] * 7 + ["pretrain"] * 2
-    report = home / "artifacts" / "reports" / "latest.md"
-    assert report.exists() and "## Gift_Cards" in report.read_text()
-    assert "Promoted models" in run([sys.executable, "-m", "flows.cli", "report", "--config", str(config)], env)
+    report = home / "artifacts" / "reports" / "latest"
+    assert "## Gift_Cards" in (report / "report.md").read_text() and (report / "transfer.png").exists()
+    assert "Promoted `" in run([sys.executable, "-m", "flows.cli", "report", "--config", str(config)], env)
 
     started = time.monotonic()
-    deployment_run()
+    assert set(deployment_run()) == {"Cached"}  # no task ran again
     again = json.loads(run([sys.executable, "-m", "flows.cli", "sql", "--csv", "--config", str(config),
                             "SELECT to_json(list(kind)) FROM models"], env).splitlines()[1].strip('"').replace('""', '"'))
     assert sorted(again) == sorted(models)  # nothing trained or registered again

@@ -180,6 +180,7 @@ def test_price_encoding_is_reapplied_from_its_stored_state(gift_cards):
 
 def test_features_flow_after_the_ingest_flow(prefect, gift_cards, write_config, server):
     from flows.features import features
+    from tests.prefect_runs import task_runs
     from flows.ingest import ingest
     _, config, _ = gift_cards
     path = write_config(home=str(config.home), features=json.loads(config.features.model_dump_json()))
@@ -187,8 +188,9 @@ def test_features_flow_after_the_ingest_flow(prefect, gift_cards, write_config, 
     summaries = features(str(path))
     assert {(s["domain"], s["modality"]) for s in summaries} == {
         (d, m) for d in ("Gift_Cards", "Magazine_Subscriptions") for m in ("text", "image", "price")}
-    again = features(str(path))
-    assert sum(s["encoded"] for s in again) == 0
+    again = features(str(path), return_state=True)
+    assert again.result() == summaries  # replayed from the task caches:
+    assert {r.state.name for r in task_runs(again.state_details.flow_run_id)} == {"Cached"}
 
 
 def test_features_of_a_domain_not_ingested_is_a_clear_error(prefect, tmp_path, write_config):

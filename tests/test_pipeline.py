@@ -1,27 +1,31 @@
 """The whole DAG on the fixture mirror over 127.0.0.1: ingest → features → pre-train →
-every method on the target → report; a second run trains nothing and reports the same."""
+every method on the target → report; a second run hits every task's cache (Prefect records
+each task run as Cached) and reports the same."""
 from __future__ import annotations
 
 import json
 import time
 
+from PIL import Image
+
 from ant_model.strategies import METHODS
-from tests.tiny_models import tiny_open_clip_dir
+from tests.prefect_runs import task_runs
 
 
-def test_pipeline_end_to_end_then_cached(prefect, write_config, tmp_path, server):
+def test_pipeline_end_to_end_then_cached(prefect, pipeline_config, tmp_path):
     from flows.pipeline import pipeline
-    clip = tiny_open_clip_dir(tmp_path / "clip")
-    path = write_config(
-        auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0],
-        features={"text": {"model": clip, "pretrained": None},
-                  "image": {"model": clip, "pretrained": None, "workers": 0},
-                  "fetch": {"url_rewrite": {"https://images-na.ssl-images-amazon.com/": server.url + "/"},
-                            "retries": 0}},
-        model={"width": 16, "ffn_width": 16, "n_experts": 2},
-        pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256})
-    report = pipeline(str(path))
+    path = pipeline_config()
+    first = pipeline(str(path), return_state=True)
+    report = first.result()
     assert "## Gift_Cards" in report
+    ran = task_runs(first.state_details.flow_run_id)
+    assert {r.name.split()[0] for r in ran} >= {"download", "ingest", "features", "pretrain", "adapt",
+                                                 "promote", "report"}
+    assert all(r.state.name == "Completed" for r in ran)
+    latest = tmp_path / "home" / "artifacts" / "reports" / "latest"
+    assert (latest / "report.md").read_text().startswith(report)
+    with Image.open(latest / "transfer.png") as chart:
+        assert chart.size[0] > 500 and chart.size[1] > 200
     for method in METHODS:
         assert f"| {method} |" in report
     assert report.count("| no |") + report.count("| **yes**") == 4  # one verdict per adapted method
@@ -30,23 +34,21 @@ def test_pipeline_end_to_end_then_cached(prefect, write_config, tmp_path, server
     assert all(json.loads(r.read_text())["target"] == "Gift_Cards" for r in results)
 
     started = time.monotonic()
-    assert pipeline(str(path)) == report
+    second = pipeline(str(path), return_state=True)
+    assert second.result() == report
+    again = task_runs(second.state_details.flow_run_id)
+    assert len(again) == len(ran)
+    assert [r.name for r in again if r.state.name != "Cached"] == []  # no task ran again
     assert len(list((tmp_path / "home" / "artifacts" / "adapt").glob("*/*/*/result.json"))) == len(METHODS)
     assert time.monotonic() - started < 120
 
 
-def test_registry_promotion_and_recommend(prefect, write_config, tmp_path, server):
+def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
     from flows.pipeline import pipeline
     from tests.test_cli_config import ant
     from warehouse import registry
     from warehouse.store import Warehouse
-    clip = tiny_open_clip_dir(tmp_path / "clip")
-    path = write_config(
-        auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0, 1],
-        features={"text": {"model": clip, "pretrained": None}, "image": {"model": clip, "pretrained": None,
-                  "workers": 0}, "fetch": {"url_rewrite": {"https://": "http://127.0.0.1:9/"}, "retries": 0}},
-        model={"width": 16, "ffn_width": 16, "n_experts": 2},
-        pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256})
+    path = pipeline_config(seeds=[0, 1])
     report = pipeline(str(path))
     wh = Warehouse(tmp_path / "home")
     rows = registry.models(wh)
@@ -59,7 +61,7 @@ def test_registry_promotion_and_recommend(prefect, write_config, tmp_path, serve
     scratch = [r["valid"]["recall@10"] for r in rows if r["method"] == "scratch"]
     same = [r["valid"]["recall@10"] for r in rows if r["method"] == model["method"]]
     assert sum(same) / len(same) >= sum(scratch) / len(scratch)  # never below scratch
-    assert f"promoted `{model['version']}`" in report and reason in report
+    assert f"Promoted `{model['version']}`: {reason}" in report
 
     history = ["B004LLIKVU", "B005DHN6E2"]
     out = ant("recommend", "--config", str(path), "--target", "Gift_Cards", "--history", ",".join(history),

@@ -42,7 +42,7 @@ def test_pretrain_then_adapt_every_method(prefect, trained_home):
     assert pretrain(str(path))["version"] == first["version"]  # same inputs: nothing retrained
     text_only = pretrain(str(path), text_only=True)
     assert text_only["version"] != first["version"]
-    results = {m: adapt("Gift_Cards", m, str(path)) for m in
+    results = {m: adapt("Gift_Cards", m, str(path))[0] for m in
                ("relearn", "finetune", "scratch", "sasrec", "unisrec", "features-sasrec")}
     for method, r in results.items():
         assert 0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@50"] <= 1, method

@@ -151,3 +151,13 @@ def fetch_images(wh: Warehouse, urls: list[str], cfg: ImageFetchConfig) -> dict[
     log.info("images: %d fetched, %d failed, %d known from earlier runs", len(fetched) - failed,
              failed, len(known))
     return {**known, **{f.url: f for f in fetched}}
+
+
+def pending_retries(wh: Warehouse, domain: str) -> int:
+    """Image URLs of `domain` whose last fetch failed transiently (the next run tries again)."""
+    if not wh.db_path.exists():
+        return 0
+    with wh.reader() as con:
+        return con.execute("SELECT count(DISTINCT f.url) FROM items it, unnest(it.image_urls) AS u(url) "
+                           "JOIN image_fetches f ON f.url = u.url WHERE it.domain = ? AND f.transient",
+                           [domain]).fetchall()[0][0]

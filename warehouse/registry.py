@@ -72,6 +72,14 @@ def promoted(wh: Warehouse, target: str) -> tuple[dict, str]:
     return get(wh, row[0]), row[1]
 
 
+def promotions(wh: Warehouse) -> dict[str, str]:
+    """target → promoted version."""
+    if not wh.db_path.exists():
+        return {}
+    with wh.reader() as con:
+        return dict(con.execute("SELECT target, version FROM promotions ORDER BY target").fetchall())
+
+
 def choose_for_promotion(results: list[dict]) -> tuple[str, str]:
     """(version, reason): the best validation Recall@10 among methods whose mean validation
     score is not below scratch's, so a negatively transferring method is never promoted."""

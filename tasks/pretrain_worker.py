@@ -1,0 +1,40 @@
+"""One rank of distributed pre-training, as `torchrun` starts it (see tasks/model.py).
+
+    torchrun --standalone --nproc_per_node N -m tasks.pretrain_worker REQUEST.json
+
+Every rank loads the data and trains its share of each epoch under DDP (NCCL on GPUs, one
+per rank; gloo on CPU); rank 0 writes the checkpoints and `fit.json`, which the launching
+task reads and registers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ant_config import AntConfig
+from tasks.model import pretrain_plan, train_pretrain
+
+
+def main(request_path: str) -> None:
+    request = json.loads(Path(request_path).read_text())
+    config = AntConfig.model_validate(request["config"])
+    cuda = torch.cuda.is_available() and config.pretrain.device in ("auto", "cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        fit = train_pretrain(config, request["domains"], request["text_only"])
+        if dist.get_rank() == 0:
+            plan = pretrain_plan(config, request["domains"], request["text_only"])
+            (plan.folder / "fit.json").write_text(json.dumps(fit))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
