@@ -57,6 +57,13 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
         assert r["lineage"] and r["path"] and r["flow_run_id"]
         if r["kind"] == "adapt":
             assert r["lineage"]["data"]["Gift_Cards"]["fingerprint"] and r["test"]["recall@10"] >= 0
+    with wh.reader() as con:  # the registry in plain SQL
+        runs = con.execute("SELECT pretrained, adapted, targets FROM runs ORDER BY started").fetchall()
+        assert runs == [(1, 0, None), (1, 0, None), (0, 2 * len(METHODS), ["Gift_Cards"])]  # 2 pretrain subflows
+        best = con.execute("SELECT method, avg(value) FROM metrics WHERE split = 'test' AND metric = 'recall@10' "
+                           "GROUP BY method ORDER BY 2 DESC, 1").fetchall()
+        assert {m for m, _ in best} == set(METHODS) and all(0 <= v <= 1 for _, v in best)
+        assert con.execute("SELECT count(*) FROM metrics").fetchall()[0][0] == 2 * len(METHODS) * 8 + 2 * 4
     model, reason = registry.promoted(wh, "Gift_Cards")
     scratch = [r["valid"]["recall@10"] for r in rows if r["method"] == "scratch"]
     same = [r["valid"]["recall@10"] for r in rows if r["method"] == model["method"]]

@@ -43,7 +43,7 @@ for _modality, _table in FEATURE_TABLES.items():
         "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
     }
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -89,6 +89,7 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE identity (id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
         """INSERT INTO identity (id) SELECT uuid()::VARCHAR""",
     ],
+    5: [],  # the `metrics` and `runs` views over the registry (created with every migration)
 }
 
 # Views over the tables above; rebuilt with the Parquet views on every publish.
@@ -122,4 +123,17 @@ DERIVED_VIEWS: dict[str, str] = {
                interactions / (users * items)::DOUBLE AS density,
                mean_seq_len, price_coverage, image_coverage
         FROM seq JOIN cat USING (domain) ORDER BY seq.domain""",
+    # The registry's metrics in long form: one row per model, split and metric.
+    "metrics": """
+        SELECT m.version, m.kind, m.target, m.method, m.seed, s.split, e.key AS metric,
+               e.value::DOUBLE AS value
+        FROM models m, (VALUES ('valid'), ('test')) s(split),
+             json_each(CASE s.split WHEN 'valid' THEN m.valid ELSE m.test END) e""",
+    # What each Prefect flow run registered.
+    "runs": """
+        SELECT flow_run_id, min(created_at) AS started, max(created_at) AS finished,
+               count(*) FILTER (WHERE kind = 'pretrain') AS pretrained,
+               count(*) FILTER (WHERE kind = 'adapt') AS adapted,
+               list(DISTINCT target ORDER BY target) FILTER (WHERE target IS NOT NULL) AS targets
+        FROM models GROUP BY flow_run_id ORDER BY started""",
 }
