@@ -109,17 +109,16 @@ def adapt_plan(config: AntConfig, target: str, method: str, pretrained: str | No
                 lineage, modalities, parent)
 
 
-def train_pretrain(config: AntConfig, domains: list[str], text_only: bool = False) -> dict:
-    """Pre-train in this process (one rank of it under torchrun); the fit's summary."""
-    plan = pretrain_plan(config, domains, text_only)
+def train_pretrain(config: AntConfig, domains: list[str], plan: Plan) -> dict:
+    """Pre-train `plan` in this process (one rank of it under torchrun); the fit's summary."""
     data = [domain_data(config, d, plan.modalities) for d in domains]
     _, fit = pretrain(data, plan.model, plan.train, checkpoint_dir=plan.folder)
     return {"best_epoch": fit.best_epoch, "valid": fit.best_valid, "seconds": round(fit.seconds, 1)}
 
 
-def _torchrun_pretrain(config: AntConfig, domains: list[str], text_only: bool, processes: int) -> dict:
-    """Pre-train under `torchrun` with `processes` ranks (DDP; NCCL on GPUs, gloo on CPU)."""
-    plan = pretrain_plan(config, domains, text_only)
+def _torchrun_pretrain(config: AntConfig, domains: list[str], text_only: bool, plan: Plan,
+                       processes: int) -> dict:
+    """Pre-train `plan` under `torchrun` with `processes` ranks (DDP; NCCL on GPUs, gloo on CPU)."""
     plan.folder.mkdir(parents=True, exist_ok=True)
     request = plan.folder / "torchrun.json"
     request.write_text(json.dumps({"config": config.model_dump(mode="json"), "domains": domains,
@@ -140,8 +139,8 @@ def run_pretrain(config: AntConfig, domains: list[str], text_only: bool = False)
         log.info("pre-trained model %s exists: nothing to train", plan.version)
         return json.loads((plan.folder / "result.json").read_text())
     processes = config.orchestration.pretrain_processes
-    fit = (_torchrun_pretrain(config, domains, text_only, processes) if processes > 1
-           else train_pretrain(config, domains, text_only))
+    fit = (_torchrun_pretrain(config, domains, text_only, plan, processes) if processes > 1
+           else train_pretrain(config, domains, plan))
     result = {"version": plan.version, "path": str(plan.folder / "best"), "domains": domains,
               "lineage": plan.lineage, **fit}
     registry.register(Warehouse(config.home), plan.version, "pretrain", result["path"],

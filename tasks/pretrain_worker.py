@@ -28,9 +28,9 @@ def main(request_path: str) -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
-        fit = train_pretrain(config, request["domains"], request["text_only"])
+        plan = pretrain_plan(config, request["domains"], request["text_only"])
+        fit = train_pretrain(config, request["domains"], plan)
         if dist.get_rank() == 0:
-            plan = pretrain_plan(config, request["domains"], request["text_only"])
             (plan.folder / "fit.json").write_text(json.dumps(fit))
     finally:
         dist.destroy_process_group()

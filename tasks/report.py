@@ -20,7 +20,7 @@ from ant_config import AntConfig
 from ant_model.strategies import PRETRAINED_METHODS
 from tasks.caching import keyed
 from warehouse import registry
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.store import Warehouse
 
 matplotlib.use("Agg")  # files only, never a display
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -89,16 +89,7 @@ def report_dir(config: AntConfig) -> Path:
 
 def save_report(config: AntConfig, results: list[dict]) -> Path:
     """The report folder of these results (report.md + transfer.png); also `reports/latest/`."""
-    wh = Warehouse(config.home)
-    targets = dict.fromkeys(r["target"] for r in results)
-    promotions = {}
-    for target in targets:
-        try:
-            model, reason = registry.promoted(wh, target)
-            promotions[target] = (model["version"], reason)
-        except WarehouseError:
-            pass  # no full comparison on this target yet
-    report = transfer_report(results, promotions)
+    report = transfer_report(results, registry.promotions(Warehouse(config.home)))
     folder = report_dir(config) / hashlib.sha256(report.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     bar_chart(results, folder / CHART)

@@ -72,12 +72,13 @@ def promoted(wh: Warehouse, target: str) -> tuple[dict, str]:
     return get(wh, row[0]), row[1]
 
 
-def promotions(wh: Warehouse) -> dict[str, str]:
-    """target → promoted version."""
+def promotions(wh: Warehouse) -> dict[str, tuple[str, str]]:
+    """target → (promoted version, reason)."""
     if not wh.db_path.exists():
         return {}
     with wh.reader() as con:
-        return dict(con.execute("SELECT target, version FROM promotions ORDER BY target").fetchall())
+        rows = con.execute("SELECT target, version, reason FROM promotions ORDER BY target").fetchall()
+    return {target: (version, reason) for target, version, reason in rows}
 
 
 def choose_for_promotion(results: list[dict]) -> tuple[str, str]:
