@@ -11,37 +11,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NOISE_FLOOR = 0.01
-INIT_STD = 0.02
+NOISE_FLOOR = 0.01  # the spec's "+ 0.01" under the softplus noise scale
 
 
 class WhiteningExpert(nn.Module):
     """`W (dropout(x) - b)`: a learned centre, then a projection without bias."""
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, init_std: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.center = nn.Parameter(torch.zeros(in_dim))
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.init_std = init_std
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.center)
-        nn.init.normal_(self.proj.weight, std=INIT_STD)
+        nn.init.normal_(self.proj.weight, std=self.init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(x) - self.center)
 
 
 class LinearExpert(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, init_std: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(in_dim, out_dim)
+        self.init_std = init_std
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.proj.weight, std=INIT_STD)
+        nn.init.normal_(self.proj.weight, std=self.init_std)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +50,11 @@ class LinearExpert(nn.Module):
 
 
 class MoEAdaptor(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, n_experts: int, whitening: bool, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, n_experts: int, whitening: bool, dropout: float,
+                 init_std: float):
         super().__init__()
         expert = WhiteningExpert if whitening else LinearExpert
-        self.experts = nn.ModuleList(expert(in_dim, out_dim, dropout) for _ in range(n_experts))
+        self.experts = nn.ModuleList(expert(in_dim, out_dim, dropout, init_std) for _ in range(n_experts))
         self.w_gate = nn.Parameter(torch.zeros(in_dim, n_experts))
         self.w_noise = nn.Parameter(torch.zeros(in_dim, n_experts))
 
@@ -75,8 +77,9 @@ class MoEAdaptor(nn.Module):
 
 
 def make_adaptor(modality: str, in_dim: int, out_dim: int, n_experts: int, moe: bool,
-                 dropout: float) -> nn.Module:
+                 dropout: float, init_std: float) -> nn.Module:
     """The adaptor of one modality; `moe=False` is the single-linear ablation."""
     if not moe:
-        return LinearExpert(in_dim, out_dim, dropout)
-    return MoEAdaptor(in_dim, out_dim, n_experts, whitening=modality != "price", dropout=dropout)
+        return LinearExpert(in_dim, out_dim, dropout, init_std)
+    return MoEAdaptor(in_dim, out_dim, n_experts, whitening=modality != "price", dropout=dropout,
+                      init_std=init_std)

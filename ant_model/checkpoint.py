@@ -12,16 +12,18 @@ import os
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ant_config import ModelConfig
+from ant_config.errors import UserError
 from ant_model.model import ANT
 
 MODEL_FILE, OPTIM_FILE, META_FILE = "model.safetensors", "optimizer.safetensors", "checkpoint.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be loaded here."""
 
 
@@ -45,9 +47,35 @@ def save(folder: Path, model: ANT, meta: dict, optimizer: torch.optim.Optimizer 
 
 def read_meta(folder: Path) -> dict:
     try:
-        return json.loads((folder / META_FILE).read_text())
+        meta = json.loads((folder / META_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{folder}: no readable {META_FILE} ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / META_FILE}: not a checkpoint description (a JSON object)")
+    return meta
+
+
+def model_config(meta: dict, folder: Path) -> ModelConfig:
+    """The architecture a checkpoint describes, validated."""
+    try:
+        cfg = ModelConfig(**meta["model"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        detail = "no 'model' entry" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{folder / META_FILE}: invalid model description ({detail}); "
+                              f"the checkpoint is damaged or from another program") from exc
+    if cfg.modalities is None:
+        raise CheckpointError(f"{folder / META_FILE}: the model's modalities are not recorded")
+    return cfg
+
+
+def feature_dims(meta: dict, folder: Path) -> dict[str, int]:
+    """The feature widths a checkpoint was trained on, validated."""
+    dims = meta.get("feature_dims")
+    if not isinstance(dims, dict) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                             for d in dims.values()):
+        raise CheckpointError(f"{folder / META_FILE}: 'feature_dims' is missing or not a mapping of "
+                              f"modality to a positive integer width ({dims!r}); the checkpoint is damaged")
+    return dims
 
 
 def load_weights(folder: Path, model: ANT, strict: bool = True) -> None:
@@ -69,7 +97,10 @@ def load_weights(folder: Path, model: ANT, strict: bool = True) -> None:
 def load(folder: Path) -> tuple[ANT, dict]:
     """A model rebuilt from its checkpoint's own description, and that description."""
     meta = read_meta(folder)
-    model = ANT(meta["feature_dims"], ModelConfig(**meta["model"]), meta["n_items"])
+    n_items = meta.get("n_items")
+    if not isinstance(n_items, int) or n_items < 1:
+        raise CheckpointError(f"{folder / META_FILE}: 'n_items' is missing or not a positive integer")
+    model = ANT(feature_dims(meta, folder), model_config(meta, folder), n_items)
     load_weights(folder, model)
     return model, meta
 
@@ -86,7 +117,10 @@ def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer) -> bool:
     path = folder / OPTIM_FILE
     if not path.exists():
         return False
-    flat = load_file(str(path))
+    try:
+        flat = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     state = optimizer.state_dict()
     restored: dict[int, dict] = {}
     for key, value in flat.items():

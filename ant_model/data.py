@@ -15,15 +15,12 @@ import torch
 @dataclass
 class DomainData:
     name: str
+    n_items: int                     # item ids are 1 … n_items; 0 is padding
     features: dict[str, np.ndarray]  # modality → [n_items + 1, dim] float32, row 0 zeros
     has: dict[str, np.ndarray]       # modality → [n_items + 1] bool
     train: list[np.ndarray]          # each user's training sequence (item ids, 1-based)
     valid: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (history, target)
     test: list[tuple[np.ndarray, int]] = field(default_factory=list)
-
-    @property
-    def n_items(self) -> int:
-        return len(next(iter(self.features.values()))) - 1
 
     @property
     def feature_dims(self) -> dict[str, int]:
@@ -47,7 +44,7 @@ def merge(domains: list[DomainData], name: str = "pretrain") -> DomainData:
         return np.where(seq > 0, seq + offsets[k], 0)
 
     return DomainData(
-        name,
+        name, int(offsets[-1]),
         {m: np.concatenate([domains[0].features[m][:1]] + [d.features[m][1:] for d in domains])
          for m in modalities},
         {m: np.concatenate([domains[0].has[m][:1]] + [d.has[m][1:] for d in domains]) for m in modalities},
@@ -76,13 +73,23 @@ def pad(rows: list[np.ndarray]) -> torch.Tensor:
 def training_batches(sequences: list[np.ndarray], batch_size: int, max_len: int,
                      rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets) [B, T] batches of sequences of similar length, each padded only to its
-    own longest, in random order. Lengths are long-tailed, so a random batch would almost
-    always hold one long sequence and pad every other to it.
-    `shard = (rank, world)` gives a process its share (same batch count on every rank)."""
+    """(inputs, targets) [B, T] batches in random order, each holding about `batch_size`
+    target positions, i.e. (prefix → next item) examples, as RecBole and UniSRec count a batch.
+
+    Sequences are packed by length (ties in random order), so each batch is padded only to its
+    own longest: lengths are long-tailed, and a random batch would almost always hold one long
+    sequence and pad every other to it. A batch closes once its targets reach `batch_size`
+    (at most L - 1 over it). `shard = (rank, world)` gives a process its share (same batch
+    count on every rank)."""
     pieces = [w for s in sequences if len(s) > 1 for w in windows(s, max_len)]
-    by_length = sorted(range(len(pieces)), key=lambda i: (len(pieces[i]), rng.random()))
-    batches = [by_length[start:start + batch_size] for start in range(0, len(by_length), batch_size)]
+    if not pieces:
+        return
+    lengths = np.array([len(p) for p in pieces])
+    by_length = np.lexsort((rng.random(len(pieces)), lengths))
+    targets = lengths[by_length] - 1
+    batch_of = (np.cumsum(targets) - targets) // batch_size  # the batch each piece falls in
+    bounds = np.flatnonzero(np.diff(batch_of)) + 1
+    batches = np.split(by_length, bounds)
     rank, world = shard
     if world > 1:
         per_rank = len(batches) // world

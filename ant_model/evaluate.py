@@ -3,58 +3,91 @@
 Every item of the target catalogue is ranked for every user; the items of the user's input
 sequence are excluded; one relevant item per user. Per-user metrics are kept, so that "A beats
 B" comes with a paired bootstrap confidence interval over users.
+
+Ties are counted as a random tie-break would count them, in expectation: the target sits
+uniformly at one of the places `greater + 1 … greater + ties + 1`, and each metric is its mean
+over those places. Real catalogues hold many items with identical features (same title, no
+image, no price), and a model that cannot tell them apart must not be credited with ranking
+the target first among them: constant scores give exactly the metrics of a random ranking.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ant_model.data import history_batch, pad
-from ant_model.model import ANT
 
 CUTOFFS = (10, 50)
+METRICS = tuple(f"{m}@{k}" for k in CUTOFFS for m in ("recall", "ndcg"))
+SELECT_ON = "recall@10"  # the validation metric that picks the best epoch and the served model
+# Scores this many float32 steps apart (relative to the target's score) are a tie: identical
+# items can differ in the last bits of a matrix product.
+TIE_ULPS = 8
+
+# histories [B, T] (right-padded item ids) → scores [B, n_items + 1] (column 0 is padding)
+Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class Evaluation:
-    ranks: np.ndarray  # 1-based rank of each user's target
+    greater: np.ndarray  # per user: candidates scored above the target
+    ties: np.ndarray     # per user: candidates scored the same as the target
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """Expected 1-based rank of each user's target under a random tie-break."""
+        return 1 + self.greater + self.ties / 2
 
     def per_user(self, metric: str) -> np.ndarray:
+        """The metric of each user, averaged over the places a random tie-break gives."""
         name, k = metric.split("@")
-        hit = self.ranks <= int(k)
+        k = int(k)
+        places = self.ties + 1.0  # the target could be at any of these
         if name == "recall":
-            return hit.astype(float)
+            return np.clip(k - self.greater, 0, places) / places
         if name == "ndcg":
-            return np.where(hit, 1.0 / np.log2(self.ranks + 1), 0.0)
+            gain = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])  # gain[r] = Σ_{1..r}
+            last = np.minimum(self.greater + places, k).astype(int)
+            first = np.minimum(self.greater, k).astype(int)
+            return (gain[last] - gain[first]) / places
         raise ValueError(f"unknown metric {metric!r}")
 
     def metrics(self) -> dict[str, float]:
-        return {f"{m}@{k}": float(self.per_user(f"{m}@{k}").mean())
-                for k in CUTOFFS for m in ("recall", "ndcg")}
+        return {m: float(self.per_user(m).mean()) if len(self.greater) else 0.0 for m in METRICS}
+
+    def save(self, path) -> None:
+        np.savez(path, greater=self.greater, ties=self.ties)
+
+    @classmethod
+    def load(cls, path) -> "Evaluation":
+        with np.load(path) as data:
+            return cls(data["greater"], data["ties"])
 
 
 @torch.inference_mode()
-def rank_targets(model: ANT, features: dict[str, torch.Tensor], examples: list[tuple[np.ndarray, int]],
-                 batch_size: int) -> Evaluation:
-    """Ranks of each example's target among all items, history items excluded."""
-    model.eval()
-    device = next(model.parameters()).device
-    n = len(next(iter(features.values())))
-    items, _ = model.encode_items(features, torch.arange(n, device=device))
-    ranks = []
+def rank_targets(score: Scorer, examples: list[tuple[np.ndarray, int]], batch_size: int,
+                 max_len: int, device: torch.device | str = "cpu") -> Evaluation:
+    """Where each example's target falls among all items, the whole history excluded.
+
+    `score` sees the last `max_len` history items; the exclusion covers all of them."""
+    greater, ties = [], []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        histories = history_batch([h for h, _ in chunk], model.cfg.max_seq_len).to(device)
-        targets = torch.tensor([t for _, t in chunk], device=device)
-        scores = model.scores(model.user_vectors(items, histories), items)
+        scores = score(history_batch([h for h, _ in chunk], max_len).to(device)).float()
+        targets = torch.tensor([t for _, t in chunk], device=scores.device)
         target_scores = scores.gather(1, targets[:, None])
-        # Exclude the whole input sequence (not only its last L items); column 0 is padding.
-        seen = pad([np.append(h, 0) for h, _ in chunk]).to(device)
+        seen = pad([np.append(h, [0, t]) for h, t in chunk]).to(scores.device)  # history, padding, target
         scores.scatter_(1, seen, float("-inf"))
-        ranks.append(((scores > target_scores).sum(dim=1) + 1).cpu().numpy())
-    return Evaluation(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
+        tolerance = target_scores.abs().clamp(min=1.0) * torch.finfo(scores.dtype).eps * TIE_ULPS
+        distance = scores - target_scores
+        greater.append((distance > tolerance).sum(dim=1).cpu().numpy())
+        ties.append((distance.abs() <= tolerance).sum(dim=1).cpu().numpy())
+    if not greater:
+        return Evaluation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return Evaluation(np.concatenate(greater), np.concatenate(ties))
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, seed: int = 0,

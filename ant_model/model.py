@@ -1,4 +1,5 @@
-"""ANT: ItemEncoder + SequenceEncoder, scored by cosine similarity over a temperature."""
+"""ANT: ItemEncoder + SequenceEncoder, scored by cosine similarity over a temperature (or by a
+plain dot product, as SASRec scores)."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ from torch import nn
 
 from ant_config import ModelConfig
 from ant_model.items import ItemEncoder
-from ant_model.losses import alignment_infonce, full_softmax, in_batch_infonce
+from ant_model.losses import alignment_infonce, distinct_targets, full_softmax, in_batch_infonce
 from ant_model.sequence import SequenceEncoder
 
 
@@ -15,12 +16,17 @@ class ANT(nn.Module):
     def __init__(self, feature_dims: dict[str, int], cfg: ModelConfig, n_items: int):
         super().__init__()
         self.cfg = cfg
+        self.n_items = n_items
         self.items = ItemEncoder(feature_dims, cfg, n_items)
         self.sequence = SequenceEncoder(cfg)
 
     def encode_items(self, features: dict[str, torch.Tensor], idx: torch.Tensor):
         """(vectors, parts) of items `idx`, `features` being full per-item tables."""
         return self.items({m: features[m][idx] for m in self.items.adaptors}, idx)
+
+    def all_items(self, features: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Vectors of the whole catalogue, row 0 the padding item."""
+        return self.encode_items(features, torch.arange(self.n_items + 1, device=device))[0]
 
     def states(self, item_vectors: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
         """User states after every position of right-padded `sequences` [B, T] (0 = pad)."""
@@ -33,7 +39,17 @@ class ANT(nn.Module):
         return states[torch.arange(len(sequences), device=states.device), last]
 
     def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.cfg.scoring == "dot":
+            return users @ items.T
         return F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).T / self.cfg.temperature
+
+    @torch.inference_mode()
+    def scorer(self, features: dict[str, torch.Tensor]):
+        """histories [B, T] → scores [B, n_items + 1], the item vectors computed once."""
+        self.eval()
+        device = next(self.parameters()).device
+        items = self.all_items(features, device)
+        return lambda histories: self.scores(self.user_vectors(items, histories), items)
 
     def forward(self, features: dict[str, torch.Tensor], has_image: torch.Tensor | None,
                 inputs: torch.Tensor, targets: torch.Tensor, objective: str,
@@ -43,19 +59,17 @@ class ANT(nn.Module):
         objective "full": softmax over the whole catalogue (target domains), all item vectors
         computed once per step. "in_batch": InfoNCE against the batch's distinct targets
         (pre-training), only the batch's items encoded, plus `align_weight` * L_align."""
-        tau, mask = self.cfg.temperature, targets != 0
+        mask = targets != 0
         if objective == "full":
-            n = len(next(iter(features.values()))) if features else self.items.ids.num_embeddings
-            items, _ = self.encode_items(features, torch.arange(n, device=inputs.device))
-            return full_softmax(self.states(items, inputs)[mask], targets[mask], items, tau)
+            items = self.all_items(features, inputs.device)
+            return full_softmax(self.scores(self.states(items, inputs)[mask], items), targets[mask])
         ids = torch.unique(torch.cat([inputs.new_zeros(1), inputs.flatten(), targets.flatten()]))
         local_inputs = torch.searchsorted(ids, inputs.contiguous())
         local_targets = torch.searchsorted(ids, targets.contiguous())
         items, parts = self.encode_items(features, ids)
-        states = self.states(items, local_inputs)
-        loss = in_batch_infonce(states[mask], local_targets[mask], items, tau)
+        distinct, label = distinct_targets(local_targets[mask])
+        loss = in_batch_infonce(self.scores(self.states(items, local_inputs)[mask], items[distinct]), label)
         if align_weight and "image" in parts and "text" in parts and has_image is not None:
-            distinct = local_targets[mask].unique()
             loss = loss + align_weight * alignment_infonce(
-                parts["image"][distinct], parts["text"][distinct], has_image[ids[distinct]], tau)
+                parts["image"][distinct], parts["text"][distinct], has_image[ids[distinct]], self.cfg.temperature)
         return loss

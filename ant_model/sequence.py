@@ -1,8 +1,11 @@
 """SequenceEncoder: SASRec-style causal Transformer over the last L item vectors.
 
-`LayerNorm(item + position)`, dropout, then causal Transformer layers (GELU). Sequences are
-right-padded; the output at every position is the user state after that item, so one pass
-trains every next-item prediction of a sequence at once.
+`LayerNorm(item + position)`, dropout, then post-norm causal Transformer layers (GELU).
+Positions are drawn from N(0, init_std); the Transformer layers keep PyTorch's initialisation,
+or (`transformer_init: normal`) draw every weight from N(0, init_std) with zero biases, as
+RecBole's SASRec and the ANT authors' code do. Sequences are right-padded; the output at every
+position is the user state after that item, so one pass trains every next-item prediction of
+a sequence at once.
 """
 from __future__ import annotations
 
@@ -12,21 +15,42 @@ from torch import nn
 from ant_config import ModelConfig
 
 
+def init_normal(module: nn.Module, std: float) -> None:
+    """N(0, std) weights and zero biases for linear and embedding layers (attention
+    projections included), unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            nn.init.normal_(m.in_proj_weight, std=std)
+            nn.init.zeros_(m.in_proj_bias)
+        elif isinstance(m, nn.LayerNorm):
+            m.reset_parameters()
+
+
 class SequenceEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         self.position = nn.Embedding(cfg.max_seq_len, cfg.width)
-        self.norm = nn.LayerNorm(cfg.width)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.embedding_dropout)
         layer = nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.ffn_width, cfg.dropout,
-                                           activation="gelu", batch_first=True)
+                                           activation="gelu", batch_first=True,
+                                           layer_norm_eps=cfg.layer_norm_eps)
         self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.reset_embedding()
+        if cfg.transformer_init == "normal":
+            init_normal(self.layers, cfg.init_std)
+        nn.init.normal_(self.position.weight, std=cfg.init_std)
 
-    def reset_embedding(self) -> None:
-        """Re-initialise what re-learning re-learns on the sequence side: positions and norm."""
-        nn.init.normal_(self.position.weight, std=0.02)
-        self.norm.reset_parameters()
+    def reset_embedding(self, norm: bool) -> None:
+        """Re-initialise what re-learning re-learns on the sequence side: the positions, and
+        the input LayerNorm when `norm` (the authors keep the pre-trained one)."""
+        nn.init.normal_(self.position.weight, std=self.cfg.init_std)
+        if norm:
+            self.norm.reset_parameters()
 
     def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """items [B, T, d], padding [B, T] (True = pad) → states [B, T, d]."""

@@ -1,38 +1,32 @@
 """Pre-training and the adaptation strategies of ant-method.md, as one function each.
 
-| method            | Transformer layers        | positions + norm | item adaptors |
-|-------------------|---------------------------|------------------|---------------|
-| relearn (ANT)     | pre-trained, frozen       | re-initialised   | re-initialised|
-| finetune          | pre-trained, trained      | pre-trained      | pre-trained   |
-| finetune-frozen   | pre-trained, frozen       | pre-trained      | pre-trained   |
-| scratch           | random                    | random           | random        |
-| sasrec            | random; items are IDs only (no features)                     |
-| unisrec           | a text-only pre-trained model, fine-tuned                    |
-| features-sasrec   | random; one linear layer per modality, no fusion product     |
+| method            | Transformer layers        | positions        | input norm  | item adaptors  |
+|-------------------|---------------------------|------------------|-------------|----------------|
+| relearn (ANT)     | pre-trained, frozen       | re-initialised   | pre-trained | re-initialised |
+| finetune          | pre-trained, trained      | pre-trained      | pre-trained | pre-trained    |
+| finetune-frozen   | pre-trained, frozen       | pre-trained      | pre-trained | pre-trained    |
+| scratch           | random                    | random           | random      | random         |
+| sasrec            | random; items are IDs only, dot-product scores (RecBole's SASRec)    |
+| unisrec           | a text-only pre-trained model, fine-tuned                            |
+| features-sasrec   | random; one linear layer per modality, no fusion product             |
+| pop, random       | no parameters: sanity baselines (ant_model.baselines)                |
+
+`Relearn` switches (config section `relearn`) reset the input norm too, or train the
+Transformer at a lower learning rate instead of freezing it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ant_config import ModelConfig, TrainConfig
+from ant_config import ModelConfig, Relearn, TrainConfig
+from ant_config.protocol import method as method_spec
 from ant_model import checkpoint
+from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import DomainData, merge
 from ant_model.model import ANT
 from ant_model.train import FitResult, fit
 
-METHODS = ("relearn", "finetune", "finetune-frozen", "scratch", "sasrec", "unisrec", "features-sasrec")
-PRETRAINED_METHODS = ("relearn", "finetune", "finetune-frozen", "unisrec")
-
-
-def method_config(method: str, base: ModelConfig) -> ModelConfig:
-    """The architecture a method trains (the baselines change the item side only)."""
-    if method == "sasrec":
-        return base.model_copy(update={"modalities": [], "item_ids": True})
-    if method == "unisrec":
-        return base.model_copy(update={"modalities": ["text"]})
-    if method == "features-sasrec":
-        return base.model_copy(update={"moe": False, "fusion_product": False})
-    return base
+TRANSFORMER = "sequence.layers."  # parameter-name prefix of the Transformer layers
 
 
 def pretrain(domains: list[DomainData], model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -40,39 +34,35 @@ def pretrain(domains: list[DomainData], model_cfg: ModelConfig, train_cfg: Train
     """Pre-train on several auxiliary domains at once (training splits, in-batch InfoNCE +
     alignment)."""
     data = merge(domains)
-    model = ANT(_dims(data, model_cfg), model_cfg, data.n_items)
+    model = ANT(data.feature_dims, model_cfg, data.n_items)
     return model, fit(model, data, train_cfg, "in_batch", checkpoint_dir, progress)
 
 
-def _dims(data: DomainData, cfg: ModelConfig) -> dict[str, int]:
-    return {m: d for m, d in data.feature_dims.items() if m in cfg.modalities}
+def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: Path | None = None,
+          relearn: Relearn = Relearn()) -> ANT:
+    """The model `method` starts target training from (ready to train: frozen parts frozen).
 
-
-def build(method: str, target: DomainData, model_cfg: ModelConfig,
-          pretrained: Path | None = None) -> ANT:
-    """The model `method` starts target training from (ready to train: frozen parts frozen)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-    if method not in PRETRAINED_METHODS:
-        cfg = method_config(method, model_cfg)
-        return ANT(_dims(target, cfg), cfg, target.n_items)
+    `model_cfg` is the architecture of a method without a parent (`AntConfig.architecture`,
+    modalities resolved); the others take their parent's, read from its checkpoint."""
+    spec = method_spec(method)
+    if spec.parent is None:
+        return ANT(target.feature_dims, model_cfg, target.n_items)
     if pretrained is None:
         raise ValueError(f"method {method!r} needs a pre-trained model")
     meta = checkpoint.read_meta(pretrained)
-    cfg = ModelConfig(**meta["model"])
-    if method == "unisrec" and cfg.modalities != ["text"]:
-        raise checkpoint.CheckpointError(f"{pretrained}: unisrec needs a text-only pre-trained model, "
-                                         f"this one uses {cfg.modalities}")
-    if {m: target.feature_dims.get(m) for m in cfg.modalities} != {m: meta["feature_dims"][m] for m in cfg.modalities}:
+    cfg = checkpoint.model_config(meta, pretrained)
+    theirs = checkpoint.feature_dims(meta, pretrained)
+    ours = {m: target.feature_dims.get(m) for m in cfg.modalities}
+    if ours != {m: theirs[m] for m in cfg.modalities}:
         raise checkpoint.CheckpointError(
-            f"{pretrained}: pre-trained on features {meta['feature_dims']}, target {target.name} has "
+            f"{pretrained}: pre-trained on features {theirs}, target {target.name} has "
             f"{target.feature_dims}; encode the target with the same encoders")
-    model = ANT({m: meta["feature_dims"][m] for m in cfg.modalities}, cfg, target.n_items)
+    model = ANT({m: theirs[m] for m in cfg.modalities}, cfg, target.n_items)
     checkpoint.load_weights(pretrained, model, strict=not cfg.item_ids)
     if method == "relearn":
         model.items.reset_parameters()
-        model.sequence.reset_embedding()
-    if method in ("relearn", "finetune-frozen"):
+        model.sequence.reset_embedding(norm=relearn.reset_norm)
+    if method == "finetune-frozen" or (method == "relearn" and relearn.transformer_lr_scale == 0):
         for p in model.sequence.layers.parameters():
             p.requires_grad_(False)
     return model
@@ -80,7 +70,17 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig,
 
 def adapt(method: str, target: DomainData, model_cfg: ModelConfig, train_cfg: TrainConfig,
           pretrained: Path | None = None, checkpoint_dir: Path | None = None,
-          progress: bool = True) -> tuple[ANT, FitResult]:
+          progress: bool = True, relearn: Relearn = Relearn()) -> tuple[ANT, FitResult]:
     """Train `method` on the target (full-catalogue softmax), keep the best validation epoch."""
-    model = build(method, target, model_cfg, pretrained)
-    return model, fit(model, target, train_cfg, "full", checkpoint_dir, progress)
+    model = build(method, target, model_cfg, pretrained, relearn)
+    lr_scale = {TRANSFORMER: relearn.transformer_lr_scale} if method == "relearn" else None
+    return model, fit(model, target, train_cfg, "full", checkpoint_dir, progress, lr_scale)
+
+
+def sanity_scorer(method: str, target: DomainData, seed: int):
+    """The scorer of a baseline without parameters (`pop`, `random`)."""
+    if method == "pop":
+        return popularity_scorer(target.train, target.n_items)
+    if method == "random":
+        return random_scorer(target.n_items, seed)
+    raise ValueError(f"{method!r} is not a sanity baseline")

@@ -71,7 +71,7 @@ def _domain(name: str, rng: np.random.Generator, latent: np.ndarray, projections
         train.append(seq[:-2])
         valid.append((seq[:-2], int(seq[-2])))
         test.append((seq[:-1], int(seq[-1])))
-    return DomainData(name, features, has, train, valid, test)
+    return DomainData(name, n_items, features, has, train, valid, test)
 
 
 def make_benchmark(seed: int = 0, n_types: int = 24, latent_dim: int = 16, aux_domains: int = 3,

@@ -1,10 +1,12 @@
 """The training loop shared by pre-training and every adaptation strategy.
 
 Each user's sequence is trained once per epoch with the loss at every position (the causal
-mask makes this the objective of training on every prefix), batches are padded to their own
-longest sequence, and item vectors are computed once per step. Model selection keeps the
-epoch with the best validation Recall@10 (with patience); training resumes from the last
-checkpoint after a crash. Runs under `torchrun` with DistributedDataParallel unchanged.
+mask makes this the objective of training on every prefix); a batch holds about `batch_size`
+target positions, padded to its own longest sequence, and item vectors are computed once per
+step. Model selection keeps the epoch with the best validation Recall@10 (with patience); a
+run that ends at its epoch cap instead says so, since it has not converged. Training resumes
+from the last checkpoint after a crash. Runs under `torchrun` with DistributedDataParallel
+unchanged.
 """
 from __future__ import annotations
 
@@ -19,17 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ant_config import TrainConfig
+from ant_config.protocol import SELECT_ON
 from ant_model import checkpoint
 from ant_model.data import DomainData, training_batches
+from ant_model.device import autocast, pick_device
 from ant_model.evaluate import rank_targets
 from ant_model.model import ANT
 
 log = logging.getLogger(__name__)
-SELECT_ON = "recall@10"
 
 
 @dataclass
@@ -37,15 +41,15 @@ class FitResult:
     best_epoch: int
     best_valid: dict[str, float]
     epochs_run: int
+    stopped_by: str  # "patience": converged; "cap": still improving when the epochs ran out
     seconds: float
-    sequences_per_s: float
+    targets_per_s: float
     history: list[dict] = field(default_factory=list)
 
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    def summary(self) -> dict:
+        """What every training result reports (JSON line, registry, report)."""
+        return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "stopped_by": self.stopped_by,
+                "seconds": round(self.seconds, 1)}
 
 
 def seed_everything(cfg: TrainConfig) -> None:
@@ -65,9 +69,35 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def _param_groups(model: ANT, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+    """Trainable parameters, those under a `lr_scale` prefix at `lr` × its factor."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((f for prefix, f in lr_scale.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
+
+
+def _resume(last_dir: Path, model: ANT, optimizer: torch.optim.Optimizer) -> dict | None:
+    """The progress of the last checkpoint, loaded into `model` and `optimizer`, or None (with
+    a warning) when it cannot be read whole: the run then starts over."""
+    try:
+        meta = checkpoint.read_meta(last_dir)
+        progress = {k: meta[k] for k in ("epoch", "best_epoch", "best_valid", "history")}
+        checkpoint.load_weights(last_dir, model)
+        checkpoint.load_optimizer(last_dir, optimizer)
+        return progress
+    except (checkpoint.CheckpointError, SafetensorError, KeyError, ValueError, OSError) as exc:
+        log.warning("cannot resume from %s (%s): training starts over", last_dir, exc)
+        return None
+
+
 def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
-        checkpoint_dir: Path | None = None, progress: bool = True) -> FitResult:
-    """Train `model` on `data.train`, select on `data.valid`; returns with the best weights."""
+        checkpoint_dir: Path | None = None, progress: bool = True,
+        lr_scale: dict[str, float] | None = None) -> FitResult:
+    """Train `model` on `data.train`, select on `data.valid`; returns with the best weights.
+    `lr_scale` maps parameter-name prefixes to learning-rate factors."""
     seed_everything(cfg)
     device = pick_device(cfg.device)
     model.to(device)
@@ -75,34 +105,38 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
     has_image = torch.from_numpy(data.has["image"]).to(device) if "image" in data.has else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = opt_class(_param_groups(model, cfg.lr, lr_scale or {}), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_gamma)
     rank, world = _distributed()
     amp = cfg.amp != "off" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.amp == "fp16")
 
     start, best_epoch, best_valid, history = 0, -1, {SELECT_ON: -1.0}, []
-    best_state = copy.deepcopy(model.state_dict())
+    initial = copy.deepcopy(model.state_dict())
+    best_state = initial
     last_dir = checkpoint_dir / "last" if checkpoint_dir else None
-    if last_dir is not None and (last_dir / checkpoint.META_FILE).exists():
-        meta = checkpoint.read_meta(last_dir)
-        checkpoint.load_weights(last_dir, model)
-        checkpoint.load_optimizer(last_dir, optimizer)
-        start, best_epoch, best_valid, history = (meta["epoch"] + 1, meta["best_epoch"],
-                                                  meta["best_valid"], meta["history"])
-        for _ in range(start):
-            scheduler.step()
-        if (checkpoint_dir / "best" / checkpoint.MODEL_FILE).exists():
+    resumed = _resume(last_dir, model, optimizer) if last_dir and (last_dir / checkpoint.META_FILE).exists() else None
+    if resumed is not None:
+        start, best_epoch, best_valid, history = (resumed["epoch"] + 1, resumed["best_epoch"],
+                                                  resumed["best_valid"], resumed["history"])
+        scheduler.last_epoch = start  # the schedule where the run left it
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * cfg.lr_gamma ** start
+        best_dir = checkpoint_dir / "best"
+        if (best_dir / checkpoint.MODEL_FILE).exists():
             best_model = copy.deepcopy(model)
-            checkpoint.load_weights(checkpoint_dir / "best", best_model)
+            checkpoint.load_weights(best_dir, best_model)
             best_state = best_model.state_dict()
         log.info("resuming from epoch %d (best so far: epoch %d, %s %.4f)", start, best_epoch,
                  SELECT_ON, best_valid[SELECT_ON])
+    elif last_dir is not None and (last_dir / checkpoint.META_FILE).exists():
+        model.load_state_dict(initial)  # a partly loaded checkpoint must not leak into the fresh run
+        optimizer.state.clear()
     trained = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile and device.type == "cuda":
         trained = torch.compile(trained)
 
-    started, sequences = time.monotonic(), 0
+    started, examples, stopped_by = time.monotonic(), 0, "cap"
     for epoch in range(start, cfg.epochs):
         model.train()
         rng = np.random.default_rng(cfg.seed * 100_003 + epoch)
@@ -112,8 +146,7 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         total, steps = 0.0, 0
         for inputs, targets in bar:
             inputs, targets = inputs.to(device), targets.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16,
-                                enabled=amp):
+            with autocast(device, cfg.amp, enabled=amp):
                 loss = trained(features, has_image, inputs, targets, objective, cfg.align_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -122,11 +155,12 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            total, steps, sequences = total + loss.item(), steps + 1, sequences + len(inputs)
+            total, steps, examples = total + loss.item(), steps + 1, examples + int((targets != 0).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}",
-                            seq_per_s=f"{sequences / max(time.monotonic() - started, 1e-9):.0f}")
+                            targets_per_s=f"{examples / max(time.monotonic() - started, 1e-9):.0f}")
         scheduler.step()
-        valid = rank_targets(model, features, data.valid, cfg.eval_batch_size).metrics()
+        valid = rank_targets(model.scorer(features), data.valid, cfg.eval_batch_size,
+                             model.cfg.max_seq_len, device).metrics()
         history.append({"epoch": epoch, "loss": total / max(steps, 1), **valid})
         improved = valid[SELECT_ON] > best_valid[SELECT_ON]
         if improved:
@@ -142,7 +176,13 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                     checkpoint.save(checkpoint_dir / "best", model, meta)
                 checkpoint.save(last_dir, model, meta, optimizer)
         if epoch - best_epoch >= cfg.patience:
+            stopped_by = "patience"
             break
+    if stopped_by == "cap":
+        log.warning("%s: stopped at the cap of %d epochs while validation %s was still improving (best "
+                    "epoch %d): not converged. Raise the epochs (pretrain.epochs / adapt.epochs, or "
+                    "--epochs), or the learning rate.", data.name, cfg.epochs, SELECT_ON, best_epoch)
     model.load_state_dict(best_state)
     seconds = time.monotonic() - started
-    return FitResult(best_epoch, best_valid, len(history), seconds, sequences / max(seconds, 1e-9), history)
+    return FitResult(best_epoch, best_valid, len(history), stopped_by, seconds,
+                     examples / max(seconds, 1e-9), history)

@@ -16,7 +16,7 @@ from ant_model.synthetic import make_benchmark
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     _, target = make_benchmark(seed=3, aux_domains=1, aux_users=10, target_users=64, n_types=6, items_per_type=3)
-    cfg = ModelConfig(width=16, ffn_width=16, n_experts=2, max_seq_len=8)
+    cfg = ModelConfig(width=16, ffn_width=16, n_experts=2, max_seq_len=8, modalities=["text", "image", "price"])
     torch.manual_seed(dist.get_rank())  # different starting weights: DDP must broadcast rank 0's
     model = ANT(target.feature_dims, cfg, target.n_items)
     fit(model, target, TrainConfig(epochs=2, batch_size=16, patience=5, seed=0), "full", progress=False)

@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from ant_config import ModelConfig, TrainConfig
+from ant_config import AntConfig, ModelConfig, TrainConfig
 from ant_model import checkpoint
 from ant_model.adaptors import LinearExpert, MoEAdaptor, WhiteningExpert
-from ant_model.data import DomainData, merge, training_batches, windows
+from ant_model.baselines import popularity_scorer, random_scorer
+from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
-from ant_model.losses import cosine_logits, full_softmax, in_batch_infonce
+from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce
 from ant_model.model import ANT
 from ant_model.strategies import build, pretrain
 from ant_model.train import fit
 from ant_model.synthetic import make_benchmark
 
 SMALL = ModelConfig(width=16, ffn_width=16, heads=2, n_experts=3, max_seq_len=8, dropout=0.1,
-                    embedding_dropout=0.1)
+                    embedding_dropout=0.1, modalities=["text", "image", "price"])
 QUICK = TrainConfig(epochs=2, batch_size=64, patience=5)
 
 
@@ -30,7 +31,7 @@ def bench():
 
 
 def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
-    moe = MoEAdaptor(6, 4, n_experts=3, whitening=True, dropout=0.0)
+    moe = MoEAdaptor(6, 4, n_experts=3, whitening=True, dropout=0.0, init_std=0.02)
     x = torch.randn(5, 6)
     moe.eval()
     assert torch.allclose(moe.gates(x), torch.full((5, 3), 1 / 3))
@@ -46,7 +47,7 @@ def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
 
 
 def test_whitening_expert_is_projection_of_centred_input():
-    e = WhiteningExpert(3, 2, dropout=0.0).eval()
+    e = WhiteningExpert(3, 2, dropout=0.0, init_std=0.02).eval()
     with torch.no_grad():
         e.center.copy_(torch.tensor([1.0, 2.0, 3.0]))
     x = torch.randn(4, 3)
@@ -70,6 +71,8 @@ def test_fusion_and_ablation_switches():
     assert list(single.items.adaptors) == ["text"] and isinstance(single.items.adaptors["text"], LinearExpert)
     ids = ANT({}, SMALL.model_copy(update={"modalities": [], "item_ids": True}), 3)
     assert ids.items.ids.num_embeddings == 4
+    with pytest.raises(ValueError, match="not resolved"):
+        ANT(dims, SMALL.model_copy(update={"modalities": None}), 3)
 
 
 def test_states_are_causal_and_ignore_padding():
@@ -89,7 +92,8 @@ def test_in_batch_infonce_masks_copies_of_the_positive():
     torch.manual_seed(0)
     users, table = torch.randn(4, 8), torch.randn(5, 8)
     targets = torch.tensor([1, 3, 1, 4])  # item 1 twice: one candidate, not its own negative
-    loss = in_batch_infonce(users, targets, table, 0.07)
+    distinct, label = distinct_targets(targets)
+    loss = in_batch_infonce(cosine_logits(users, table[distinct], 0.07), label)
     logits = cosine_logits(users, table[[1, 3, 4]], 0.07)
     manual = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 2]))
     assert torch.allclose(loss, manual)
@@ -98,17 +102,51 @@ def test_in_batch_infonce_masks_copies_of_the_positive():
 def test_full_softmax_never_predicts_padding():
     users, items = torch.randn(2, 8), torch.randn(4, 8)
     items[0] = users[0] * 100  # padding row would win if it were a candidate
-    loss = full_softmax(users, torch.tensor([1, 2]), items, 0.07)
+    loss = full_softmax(cosine_logits(users, items, 0.07), torch.tensor([1, 2]))
     logits = cosine_logits(users, items[1:], 0.07)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])))
 
 
 def test_metrics_on_hand_computed_ranks():
-    ev = Evaluation(np.array([1, 3, 11, 60]))
+    ev = Evaluation(np.array([0, 2, 10, 59]), np.zeros(4, dtype=int))  # ranks 1, 3, 11, 60
     m = ev.metrics()
     assert m["recall@10"] == 0.5 and m["recall@50"] == 0.75
     assert math.isclose(m["ndcg@10"], (1 + 1 / math.log2(4)) / 4)
     assert math.isclose(m["ndcg@50"], (1 + 1 / math.log2(4) + 1 / math.log2(12)) / 4)
+
+
+def test_ties_count_as_a_random_tie_break_in_expectation():
+    # 4 items above the target, 9 tied with it: the target is at place 5..14, each with p = 1/10.
+    ev = Evaluation(np.array([4]), np.array([9]))
+    assert math.isclose(ev.per_user("recall@10")[0], 6 / 10)  # places 5..10 of 5..14
+    assert math.isclose(ev.per_user("ndcg@10")[0], sum(1 / math.log2(r + 1) for r in range(5, 11)) / 10)
+    assert math.isclose(ev.per_user("recall@50")[0], 1.0) and ev.ranks[0] == 9.5
+    # the expectation, checked by drawing the tie-break
+    rng = np.random.default_rng(0)
+    places = 5 + rng.integers(0, 10, size=200_000)
+    assert abs((places <= 10).mean() - ev.per_user("recall@10")[0]) < 0.005
+
+
+def test_constant_scores_give_the_metrics_of_a_random_ranking():
+    n_items, users = 500, 400
+    rng = np.random.default_rng(0)
+    examples = [(rng.choice(np.arange(1, n_items + 1), size=5, replace=False), 0) for _ in range(users)]
+    examples = [(h[:-1], int(h[-1])) for h, _ in examples]
+    constant = rank_targets(lambda hist: torch.zeros(len(hist), n_items + 1), examples, 64, 8)
+    random = rank_targets(random_scorer(n_items, seed=1), examples, 64, 8)
+    candidates = n_items - 4  # every item but the 4 history items (the target is one of them)
+    expected = {"recall@10": 10 / candidates, "recall@50": 50 / candidates}
+    for metric, value in expected.items():
+        assert math.isclose(constant.metrics()[metric], value, rel_tol=1e-9), metric
+        assert abs(random.metrics()[metric] - value) < 0.04, metric  # a drawn random ranking agrees
+    assert math.isclose(constant.metrics()["ndcg@10"],
+                        sum(1 / math.log2(r + 1) for r in range(1, 11)) / candidates, rel_tol=1e-9)
+
+
+def test_popularity_scores_training_counts():
+    train = [np.array([1, 2, 2, 3]), np.array([2, 3])]
+    scores = popularity_scorer(train, n_items=4)(torch.zeros(2, 3, dtype=torch.long))
+    assert scores.shape == (2, 5) and scores[0].tolist() == [0, 1, 3, 2, 0]
 
 
 def test_ranking_excludes_the_whole_history_and_padding():
@@ -116,12 +154,20 @@ def test_ranking_excludes_the_whole_history_and_padding():
     feats = {"text": torch.randn(21, 3)}
     history = np.arange(1, 13)  # longer than L = 8: items 1-4 are excluded too
     target = 15
-    ev = rank_targets(model, feats, [(history, target)], batch_size=4)
+    ev = rank_targets(model.scorer(feats), [(history, target)], batch_size=4, max_len=8)
     with torch.no_grad():
         items, _ = model.encode_items(feats, torch.arange(21))
-        scores = model.scores(model.user_vectors(items, torch.tensor([history[-8:]])), items)[0]
-    candidates = [i for i in range(1, 21) if i not in history]
-    assert ev.ranks[0] == 1 + sum(scores[i] > scores[target] for i in candidates)
+        scores = model.scores(model.user_vectors(items, torch.from_numpy(history[None, -8:])), items)[0]
+    candidates = [i for i in range(1, 21) if i not in history and i != target]
+    assert ev.greater[0] == sum(scores[i] > scores[target] for i in candidates) and ev.ties[0] == 0
+
+
+def test_sasrec_scores_by_dot_product_over_item_ids():
+    cfg = AntConfig().sasrec.architecture(SMALL)
+    model = ANT({}, cfg, n_items=6).eval()
+    assert model.cfg.scoring == "dot" and model.items.ids is not None and not model.items.adaptors
+    users, items = torch.randn(2, cfg.width), model.all_items({}, torch.device("cpu"))
+    assert torch.allclose(model.scores(users, items), users @ model.items.ids.weight.T)
 
 
 def test_paired_bootstrap():
@@ -141,6 +187,19 @@ def test_batches_train_every_target_once_with_per_batch_padding():
     assert max(i.shape[1] for i, _ in batches) == 8
 
 
+def test_a_batch_holds_about_batch_size_targets():
+    rng = np.random.default_rng(0)
+    seqs = [np.arange(1, n + 1) for n in rng.integers(3, 40, size=300)]  # long-tailed lengths
+    total = sum(len(s) - 1 for s in seqs)
+    for batch_size in (64, 256, 2048):
+        batches = list(training_batches(seqs, batch_size, 50, np.random.default_rng(1)))
+        counts = [int((t != 0).sum()) for _, t in batches]
+        assert sum(counts) == total  # every target once
+        # pieces of at most L + 1 = 51 items are packed whole: each batch but the last is within L of the size
+        assert all(batch_size - 50 < c < batch_size + 50 for c in sorted(counts)[1:]), counts
+        assert abs(len(batches) - total / batch_size) <= 1
+
+
 def test_relearn_freezes_the_transformer_and_reinitialises_the_item_side(bench, tmp_path):
     aux, target = bench
     model, _ = pretrain(aux, SMALL, QUICK, checkpoint_dir=tmp_path / "pre", progress=False)
@@ -155,6 +214,7 @@ def test_relearn_freezes_the_transformer_and_reinitialises_the_item_side(bench, 
         elif name.startswith("items.") and "w_gate" not in name and "w_noise" not in name and "center" not in name:
             assert not same, f"{name} was not re-initialised"
     assert not torch.equal(relearn.sequence.position.weight, saved["sequence.position.weight"])
+    assert torch.equal(relearn.sequence.norm.weight, saved["sequence.norm.weight"])  # kept, as the authors do
     assert all(not p.requires_grad for p in relearn.sequence.layers.parameters())
     assert all(p.requires_grad for p in relearn.items.parameters())
     assert all(torch.equal(t, saved[n]) for n, t in finetune.state_dict().items())
