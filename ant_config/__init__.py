@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from warehouse.sources import DEFAULT_BASE_URLS, check_categories
+from ant_config.errors import UserError
+from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories, domain_name
 
 ENV_HOME = "ANT_HOME"
 ENV_URL = {"2018": "ANT_AMAZON_2018_URL", "2023": "ANT_AMAZON_2023_URL"}
+
+
+Modality = Literal["text", "image", "price"]
+MODALITIES: tuple[str, ...] = ("text", "image", "price")
 
 
 class _Section(BaseModel):
@@ -49,7 +54,6 @@ class Filtering(_Section):
     """How raw reviews become clean sequences (ant-method.md, 'Data the paper uses')."""
 
     k_core: int = Field(5, ge=1, description="iterative k-core on users and items")
-    max_seq_len: int = Field(50, ge=1, description="L: last items a model sees")
     text_max_chars: int = Field(1000, ge=16, description="bound on the cleaned item text")
     max_images: int = Field(4, ge=0, description="image URLs kept per item")
     price_max: float = Field(100_000.0, gt=0, description="prices above this are treated as junk")
@@ -59,7 +63,8 @@ class Ingest(_Section):
     parallel_domains: int = Field(2, ge=1, description="categories parsed side by side (gzip is single-threaded)")
     duckdb_threads: int | None = Field(
         None, ge=1, description="threads per category; default: CPU cores / parallel_domains")
-    duckdb_memory_limit: str = "2GB"
+    duckdb_memory_limit: str = Field("2GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+                                     description='DuckDB memory_limit per category, e.g. "2GB" or "512MiB"')
     max_line_bytes: int = Field(64 << 20, gt=0, description="longest JSON line accepted")
 
 
@@ -113,6 +118,8 @@ class PriceEncoderConfig(_Section):
 
 
 class Features(_Section):
+    modalities: list[Modality] = Field(
+        ["text", "image", "price"], description="which item features to compute (e.g. [text, price]: no images fetched)")
     text: TextEncoderConfig = TextEncoderConfig()
     image: ImageEncoderConfig = ImageEncoderConfig()
     fetch: ImageFetchConfig = ImageFetchConfig()
@@ -127,7 +134,10 @@ class ModelConfig(_Section):
     n_experts: int = Field(8, ge=1, description="E: experts per modality adaptor")
     adaptor_dropout: float = Field(0.2, ge=0, lt=1)
     fusion_beta: float = Field(0.1, description="weight of the image ⊙ text term")
-    modalities: list[Literal["text", "image", "price"]] = ["text", "image", "price"]
+    modalities: list[Modality] | None = Field(
+        None, description="item features the model reads; null: from the data (pre-training: those "
+                          "every pre-training domain has; adaptation: the pre-trained model's; "
+                          "scratch: the target's)")
     fusion_product: bool = True
     moe: bool = Field(True, description="False: one linear layer per modality instead of the MoE")
     item_ids: bool = Field(False, description="transductive: add a per-target item-ID embedding")
@@ -137,14 +147,23 @@ class ModelConfig(_Section):
     ffn_width: int = Field(256, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1, description="hidden and attention dropout")
     embedding_dropout: float = Field(0.5, ge=0, lt=1)
+    layer_norm_eps: float = Field(1e-8, gt=0, description="the authors' value (props/ANT.yaml)")
+    init_std: float = Field(0.02, gt=0, description="N(0, std) initialisation of adaptors, IDs and positions")
+    transformer_init: Literal["torch", "normal"] = Field(
+        "torch", description="Transformer layers: PyTorch's default (Xavier/Kaiming), or N(0, init_std) as RecBole "
+                             "and the ANT authors draw them (pre-trains far slower here; the sasrec baseline uses it)")
+    scoring: Literal["cosine", "dot"] = Field(
+        "cosine", description="cosine over `temperature` (ANT), or a dot product (SASRec)")
     temperature: float = Field(0.07, gt=0, description="tau of the cosine scores")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
-        if not self.modalities and not self.item_ids:
+        if self.modalities is not None and not self.modalities and not self.item_ids:
             raise ValueError("an item needs at least one modality (or item_ids)")
+        if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities {self.modalities} name one twice")
         return self
 
 
@@ -152,7 +171,8 @@ class TrainConfig(_Section):
     """One training run; pretrain and adapt each have their own (ant-method.md defaults)."""
 
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(2048, ge=1, description="sequences per batch")
+    batch_size: int = Field(2048, ge=1, description="target positions, i.e. (prefix → next item) examples, "
+                                                     "per batch, as RecBole and UniSRec count them")
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -169,6 +189,46 @@ class TrainConfig(_Section):
     cpu_threads: int | None = Field(None, ge=1, description="default: all cores")
 
 
+class Relearn(_Section):
+    """What re-learning resets and trains (ant-method.md, 'Adaptation'). As in the authors'
+    finetune.py: the Transformer layers stay frozen, the positions and every modality adaptor
+    (experts and gates) are re-initialised and trained, the input LayerNorm keeps its
+    pre-trained values and trains."""
+
+    reset_norm: bool = Field(False, description="also re-initialise the input LayerNorm")
+    transformer_lr_scale: float = Field(
+        0.0, ge=0, description="0: the Transformer stays frozen (ANT); > 0: it trains too, at adapt.lr × this")
+
+
+class SASRecBaseline(_Section):
+    """The `sasrec` baseline as RecBole 1.x runs SASRec by default (properties/model/SASRec.yaml
+    and overall.yaml): item IDs, dot-product scores, cross-entropy over the full catalogue,
+    Adam at a constant learning rate, no gradient clipping. Execution settings (device, seed,
+    eval batch) come from `adapt`."""
+
+    width: int = Field(64, ge=8, description="hidden_size")
+    ffn_width: int = Field(256, ge=1, description="inner_size")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1, description="hidden_dropout_prob = attn_dropout_prob")
+    layer_norm_eps: float = Field(1e-12, gt=0)
+    epochs: int = Field(300, ge=1)
+    patience: int = Field(10, ge=1, description="stopping_step")
+    batch_size: int = Field(2048, ge=1, description="train_batch_size, in (prefix → next item) examples")
+    lr: float = Field(1e-3, gt=0, description="learning_rate")
+
+    def architecture(self, base: ModelConfig) -> ModelConfig:
+        return base.model_copy(update={
+            "width": self.width, "ffn_width": self.ffn_width, "layers": self.layers, "heads": self.heads,
+            "dropout": self.dropout, "embedding_dropout": self.dropout, "layer_norm_eps": self.layer_norm_eps,
+            "scoring": "dot", "modalities": [], "item_ids": True, "transformer_init": "normal"})
+
+    def training(self, adapt: TrainConfig) -> TrainConfig:
+        return adapt.model_copy(update={
+            "epochs": self.epochs, "patience": self.patience, "batch_size": self.batch_size, "lr": self.lr,
+            "lr_gamma": 1.0, "grad_clip": None, "optimizer": "adam", "weight_decay": 0.0})
+
+
 class Orchestration(_Section):
     """How Prefect runs the tasks, and how runs on one ANT_HOME take turns."""
 
@@ -178,9 +238,53 @@ class Orchestration(_Section):
     dask_address: str | None = Field(
         None, description="scheduler of a running Dask cluster; default: a local cluster of `workers` processes")
     pretrain_processes: int = Field(
-        1, ge=1, description="> 1: pre-train under torchrun with this many processes (one per GPU, DDP)")
+        1, ge=1, description="> 1: pre-train under torchrun with this many processes per node (one per GPU, DDP)")
+    pretrain_nodes: int = Field(1, ge=1, description="> 1: machines pre-training together (torchrun rendezvous)")
+    node_rank: int = Field(0, ge=0, description="this machine's rank among pretrain_nodes (ANT_NODE_RANK)")
+    rendezvous_endpoint: str | None = Field(
+        None, description="HOST:PORT every node reaches for the rendezvous (multi-node pre-training)")
     lock_timeout_s: float = Field(
-        3600.0, ge=0, description="how long a second run on the same ANT_HOME waits before it gives up")
+        3600.0, ge=0, description="how long a data write (ingest, features, import) waits for another one")
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> "Orchestration":
+        if self.pretrain_nodes > 1 and not self.rendezvous_endpoint:
+            raise ValueError("pretrain_nodes > 1 needs rendezvous_endpoint (HOST:PORT of the rendezvous)")
+        if self.node_rank >= self.pretrain_nodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below pretrain_nodes {self.pretrain_nodes}")
+        return self
+
+
+class Serving(_Section):
+    """What the pipeline writes for the promoted models."""
+
+    top_k: int = Field(50, ge=1, description="items per user in the `recommendations` table")
+
+
+class AtomicImport(_Section):
+    """A processed dataset in RecBole/UniSRec atomic format (`<D>.{train,valid,test}.inter`, …;
+    see `ant import-atomic`), used as an auxiliary or target domain under its `name`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="the domain name auxiliary/targets use")
+    dir: Path
+    features: dict[Modality, str] = Field(
+        default_factory=dict, description='modality → "FILE:DIM" (raw float32 rows; FILE relative to dir)')
+
+    @model_validator(mode="after")
+    def _feature_specs(self) -> "AtomicImport":
+        for modality, spec in self.features.items():
+            path, _, dim = spec.rpartition(":")
+            if not path or not dim.isdigit() or int(dim) < 1:
+                raise ValueError(f"imports[{self.name}].features.{modality}: {spec!r} is not FILE:DIM")
+        return self
+
+    def feature_files(self) -> list[tuple[str, Path, int]]:
+        """(modality, absolute-or-dir-relative path, dim) of each feature file."""
+        out = []
+        for modality, spec in self.features.items():
+            path, _, dim = spec.rpartition(":")
+            out.append((modality, self.dir / path, int(dim)))
+        return out
 
 
 def _pretrain_defaults() -> TrainConfig:
@@ -190,8 +294,15 @@ def _pretrain_defaults() -> TrainConfig:
 class AntConfig(_Section):
     home: Path = Path("ant-data")
     release: Literal["2018", "2023"] = "2018"
-    auxiliary: list[str] = Field(default_factory=list, description="pre-training categories")
-    targets: list[str] = Field(default_factory=list, description="adaptation categories")
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _release_as_text(cls, value):
+        """`release: 2018` in YAML is an integer; it means the same as "2018"."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    auxiliary: list[str] = Field(default_factory=list, description="pre-training categories (or imports)")
+    targets: list[str] = Field(default_factory=list, description="adaptation categories (or imports)")
+    imports: list[AtomicImport] = Field(default_factory=list, description="processed datasets to use as domains")
     sources: Sources = Sources()
     download: Download = Download()
     filtering: Filtering = Filtering()
@@ -200,27 +311,65 @@ class AntConfig(_Section):
     model: ModelConfig = ModelConfig()
     pretrain: TrainConfig = Field(default_factory=_pretrain_defaults)
     adapt: TrainConfig = TrainConfig()
+    relearn: Relearn = Relearn()
+    sasrec: SASRecBaseline = SASRecBaseline()
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds when comparing methods")
     orchestration: Orchestration = Orchestration()
+    serving: Serving = Serving()
 
     @model_validator(mode="after")
     def _known_categories(self) -> "AntConfig":
-        check_categories(self.release, [*self.auxiliary, *self.targets])
+        names = [i.name for i in self.imports]
+        clash = sorted(set(names) & set(CATEGORIES[self.release]))
+        if clash or len(set(names)) != len(names):
+            raise ValueError(f"import names must be unique and differ from the {self.release} categories: "
+                             f"{clash or names}")
+        check_categories(self.release, [c for c in [*self.auxiliary, *self.targets] if c not in names])
         return self
 
     @property
     def categories(self) -> list[str]:
-        """Auxiliary then target categories, each once."""
-        return list(dict.fromkeys([*self.auxiliary, *self.targets]))
+        """The Amazon categories to download: auxiliary then targets, each once, imports left out."""
+        imported = {i.name for i in self.imports}
+        return [c for c in dict.fromkeys([*self.auxiliary, *self.targets]) if c not in imported]
 
-    def with_overrides(self, **changes) -> "AntConfig":
-        """A validated copy with top-level fields replaced (None values are ignored)."""
-        data = self.model_dump()
-        data.update({k: v for k, v in changes.items() if v is not None})
-        return AntConfig.model_validate(data)
+    def imports_used(self) -> list[AtomicImport]:
+        """The imports that auxiliary or targets name."""
+        used = {*self.auxiliary, *self.targets}
+        return [i for i in self.imports if i.name in used]
+
+    def domain(self, name: str) -> str:
+        """The warehouse domain of an auxiliary/target entry (an import keeps its name)."""
+        return name if name in {i.name for i in self.imports} else domain_name(self.release, name)
+
+    def architecture(self, method: str) -> ModelConfig:
+        """The architecture `method` trains when it starts from scratch (the baselines change the
+        item side); its modalities may still be null, i.e. from the data."""
+        if method == "sasrec":
+            return self.sasrec.architecture(self.model)
+        if method == "features-sasrec":
+            return self.model.model_copy(update={"moe": False, "fusion_product": False})
+        return self.model
+
+    def training(self, method: str, seed: int | None = None) -> TrainConfig:
+        """The training settings of an adaptation run of `method`."""
+        train = self.sasrec.training(self.adapt) if method == "sasrec" else self.adapt
+        return train if seed is None else train.model_copy(update={"seed": seed})
+
+    @property
+    def auxiliary_domains(self) -> list[str]:
+        return [self.domain(n) for n in self.auxiliary]
+
+    @property
+    def target_domains(self) -> list[str]:
+        return [self.domain(n) for n in self.targets]
+
+    @property
+    def domains(self) -> list[str]:
+        return list(dict.fromkeys([*self.auxiliary_domains, *self.target_domains]))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file that cannot be read or does not validate; the message names the file."""
 
 
