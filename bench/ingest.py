@@ -23,7 +23,8 @@ import duckdb
 from ant_config import AntConfig
 from warehouse.download import DownloadRecord, sha256_of
 from warehouse.ingest import ingest_domain
-from warehouse.sources import CATEGORIES, source_files
+from ant_config.releases import CATEGORIES
+from warehouse.sources import source_files
 from warehouse.store import Warehouse
 
 

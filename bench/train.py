@@ -25,7 +25,7 @@ from ant_model.evaluate import rank_targets
 from ant_model.losses import full_softmax
 from ant_model.model import ANT
 from ant_model.strategies import method_config
-from ant_model.train import pick_device
+from ant_model.device import pick_device
 
 
 def make_data(users: int, items: int, dims: dict[str, int], rng: np.random.Generator) -> DomainData:

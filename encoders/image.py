@@ -12,8 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ant_config import ImageEncoderConfig
-from encoders.text import autocast, load_open_clip
-from ant_model.train import pick_device
+from ant_model.device import autocast, pick_device
+from encoders.text import load_open_clip
 from encoders.weights import encoder_id
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ant_config import TextEncoderConfig
-from ant_model.train import pick_device
+from ant_model.device import autocast, pick_device
 from encoders.weights import encoder_id, load_weights
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,6 @@ def load_open_clip(model: str, pretrained: str | None):
         f"open_clip {model!r} (pretrained={pretrained!r})", [model, pretrained],
         lambda: open_clip.create_model_and_transforms(model, pretrained=pretrained))
     return net.eval(), preprocess
-
-
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 class TextEncoder:

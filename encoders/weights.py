@@ -18,6 +18,8 @@ from typing import TypeVar
 import torch
 from huggingface_hub import constants as hf_constants
 
+from ant_config.errors import UserError
+
 T = TypeVar("T")
 HUB_HOST = "huggingface.co"
 PROBE_TIMEOUT_S = 1.0
@@ -28,7 +30,7 @@ HOW_TO_POINT_LOCALLY = (
     "safetensors`; for transformers set `model: /path/to/model_dir`.")
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(UserError, RuntimeError):
     """The asked-for weights are neither on this machine nor reachable."""
 
 

@@ -1,5 +1,11 @@
-"""`ant`: the command line. Each subcommand validates its input, then runs a flow (or, for
-`sql`, one read-only query). Known failures print one clear line and exit 1."""
+"""`ant`: the command line.
+
+Interactive commands (`sql`, `models`, `report`, `recommend`, `pretrain`, `adapt`,
+`import-atomic`, `export-atomic`) call the services directly: no Prefect, no server, and only
+the libraries they need (torch only to train or recommend), so the quick ones answer at once.
+The DAG commands (`ingest`, `features`, `run`) run the Prefect flows. Known failures print one
+`error:` line and exit 1 (`-v` adds the traceback).
+"""
 from __future__ import annotations
 
 import csv
@@ -7,49 +13,43 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-# Prefect reads these at import: our own loggers join the run logs, and a temporary local
-# API (no server configured) gets time to start on a loaded machine. Users can override.
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warehouse,ant_model,tasks,flows")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
-from ant_config import ConfigError, load_config  # noqa: E402
-from ant_model.checkpoint import CheckpointError  # noqa: E402
-from ant_model.strategies import METHODS  # noqa: E402
-from encoders.weights import WeightsUnavailable  # noqa: E402
-from warehouse.atomic import AtomicFormatError, FeatureFile, import_atomic  # noqa: E402
-from warehouse.download import DownloadError  # noqa: E402
-from warehouse.parse import CorruptRawFile  # noqa: E402
-from warehouse.sources import UnknownCategory, check_categories  # noqa: E402
-from warehouse.store import Warehouse, WarehouseError  # noqa: E402
+from ant_config import MODALITIES, ConfigError, load_config
+from ant_config.errors import UserError
+from ant_config.protocol import METHODS, METRICS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ANT: transferable multi-modal sequential recommendation on Amazon reviews.")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
-USER_ERRORS = (ConfigError, UnknownCategory, WarehouseError, DownloadError, CorruptRawFile,
-               WeightsUnavailable, AtomicFormatError)
-MODALITIES = ("text", "image", "price")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FLOW_COMMANDS = ("ingest", "features", "run")
+_verbose = False
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: BaseException) -> None:
+    if _verbose:
+        traceback.print_exception(exc)
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FLOW_COMMANDS = ("ingest", "features", "pretrain", "adapt", "run")
-
-
 @app.callback()
 def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    global _verbose
+    _verbose = verbose
     handler = logging.StreamHandler()
     if ctx.invoked_subcommand in FLOW_COMMANDS:  # name the task or flow run of each line
-        from prefect.logging.formatters import PrefectFormatter  # ~3 s to import: only for flows
+        # Prefect reads these at import: our own loggers join the run logs, and its API gets
+        # time to start on a loaded machine. Users can override them.
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "warehouse,ant_model,services,tasks,flows,encoders")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        from prefect.logging.formatters import PrefectFormatter
         handler.setFormatter(PrefectFormatter(
             LOG_FORMAT, task_run_fmt="%(asctime)s %(levelname)s task run %(task_run_name)r: %(message)s",
             flow_run_fmt="%(asctime)s %(levelname)s flow run %(flow_run_name)r: %(message)s"))
@@ -59,6 +59,50 @@ def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose",
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _context(config: Path | None, **overrides):
+    from services.context import Context
+    return Context.of(load_config(config, **overrides))
+
+
+def _modalities(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    chosen = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in MODALITIES]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"{spec!r}: a comma-separated list of {', '.join(MODALITIES)}",
+                                 param_hint="--modalities")
+    return chosen
+
+
+Modalities = Annotated[Optional[str], typer.Option(
+    help="item features to read, e.g. text,image (default: from the data)")]
+
+
+def _overrides(section: str | None = None, *, epochs=None, batch_size=None, width=None, lr=None, device=None,
+               modalities: str | None = None) -> dict:
+    """Command-line settings as a nested config override."""
+    out: dict = {}
+    train = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}.items()
+             if v is not None}
+    if train and section:
+        out[section] = train
+    model = {"width": width, "ffn_width": width} if width is not None else {}
+    if modalities is not None:
+        model["modalities"] = _modalities(modalities)
+    if model:
+        out["model"] = model
+    return out
+
+
+Epochs = Annotated[Optional[int], typer.Option(help="override the config's epochs")]
+BatchSize = Annotated[Optional[int], typer.Option(help="target positions (prefix → next item examples) per batch")]
+Width = Annotated[Optional[int], typer.Option(help="model width (and feed-forward width)")]
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="learning rate")]
+Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, ...")]
+
+
+# -- the DAG: Prefect flows --------------------------------------------------------------------
 @app.command()
 def ingest(config: ConfigOpt = None,
            release: Annotated[Optional[str], typer.Option(help="2018 or 2023")] = None,
@@ -67,15 +111,21 @@ def ingest(config: ConfigOpt = None,
     """Download Amazon review files and build clean sequences in the warehouse."""
     try:
         cfg = load_config(config, release=release)
-        categories = domain or cfg.categories
-        check_categories(cfg.release, categories)  # fail before Prefect or any download starts
+        from ant_config.releases import check_categories
+        check_categories(cfg.release, domain or cfg.categories)  # fail before Prefect or any download starts
         from flows.ingest import ingest as ingest_flow
-        summaries = ingest_flow(str(config) if config else None, release, categories)
-    except USER_ERRORS as exc:
+        from flows.server import prefect_api
+        with prefect_api(cfg.home):
+            summaries = ingest_flow(str(config) if config else None, release, domain)
+    except UserError as exc:
         _fail(exc)
     for s in summaries:
-        typer.echo(f"{s['domain']}: {s['status']}, {s['users']} users, {s['items']} items, "
-                   f"{s['interactions']} interactions ({s['rejected']} rejected lines)")
+        if "raw_reviews" in s:
+            typer.echo(f"{s['domain']}: {s['status']}, {s['users']} users, {s['items']} items, "
+                       f"{s['interactions']} interactions ({s['rejected']} rejected lines)")
+        else:
+            typer.echo(f"{s['domain']}: {s['status']} (import), {s['users']} users, {s['items']} items, "
+                       f"{s['interactions']} interactions")
 
 
 @app.command()
@@ -84,17 +134,86 @@ def features(config: ConfigOpt = None,
                  "--domain", "-d", help="domain to encode (repeatable); default: the config's")] = None) -> None:
     """Frozen text, image and price vectors of every item of the domains."""
     try:
-        load_config(config)  # a bad config fails here, before Prefect starts
+        cfg = load_config(config)  # a bad config fails here, before Prefect starts
         from flows.features import features as features_flow
-        summaries = features_flow(str(config) if config else None, domain)
-    except USER_ERRORS as exc:
+        from flows.server import prefect_api
+        with prefect_api(cfg.home):
+            summaries = features_flow(str(config) if config else None, domain)
+    except UserError as exc:
         _fail(exc)
     for s in summaries:
         typer.echo(f"{s['domain']} {s['modality']}: {s['with_feature']}/{s['items']} items, "
                    f"{s['encoded']} encoded, {s['reused']} unchanged ({s['encoder_id']})")
 
 
-def _feature_file(spec: str) -> FeatureFile:
+@app.command()
+def run(config: ConfigOpt = None, modalities: Modalities = None) -> None:
+    """The end-to-end pipeline: ingest, features, pre-training, every method on every target,
+    promotion, recommendations, then the transfer report."""
+    try:
+        overrides = _overrides(modalities=modalities)
+        cfg = load_config(config, **overrides)
+        if not cfg.targets or not cfg.auxiliary:
+            raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
+        from flows.pipeline import pipeline
+        from flows.server import prefect_api
+        with prefect_api(cfg.home):
+            report = pipeline(str(config) if config else None, overrides)
+    except UserError as exc:
+        _fail(exc)
+    typer.echo(report)
+    typer.echo(f"Artifacts: {Path(cfg.home).resolve() / 'artifacts'}")
+
+
+# -- training: the services, no Prefect ------------------------------------------------------
+@app.command("pretrain")
+def pretrain_cmd(config: ConfigOpt = None,
+                 domain: Annotated[Optional[list[str]], typer.Option(
+                     "--domain", "-d", help="auxiliary domain (repeatable); default: the config's")] = None,
+                 text_only: Annotated[bool, typer.Option(help="text-only model (the unisrec baseline)")] = False,
+                 modalities: Modalities = None, epochs: Epochs = None, batch_size: BatchSize = None,
+                 width: Width = None, lr: LearningRate = None, device: Device = None) -> None:
+    """Pre-train one model on the auxiliary domains; prints its version as JSON."""
+    try:
+        ctx = _context(config, **_overrides("pretrain", epochs=epochs, batch_size=batch_size, width=width,
+                                            lr=lr, device=device, modalities=modalities))
+        from services.planning import pretrain_plan
+        from services.training import run_pretrain
+        plan = pretrain_plan(ctx, domain or ctx.config.auxiliary_domains, "text-only" if text_only else "ant")
+        result = run_pretrain(ctx, plan)
+    except UserError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: result[k] for k in ("version", "domains", "modalities", "best_epoch", "epochs_run",
+                                                  "stopped_by", "valid")}))
+
+
+@app.command("adapt")
+def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
+              method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "relearn",
+              pretrained: Annotated[Optional[str], typer.Option(help="pre-trained version (default: newest)")] = None,
+              config: ConfigOpt = None, seed: Annotated[Optional[int], typer.Option()] = None,
+              modalities: Modalities = None, epochs: Epochs = None, batch_size: BatchSize = None,
+              width: Width = None, lr: LearningRate = None, device: Device = None) -> None:
+    """Train one method on a target domain; prints its test metrics as one JSON line."""
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: one of {', '.join(METHODS)}", param_hint="--method")
+    try:
+        section = "sasrec" if method == "sasrec" else "adapt"
+        ctx = _context(config, **_overrides(section, epochs=epochs, batch_size=batch_size, width=width, lr=lr,
+                                            device=device, modalities=modalities))
+        from services.planning import adapt_plan
+        from services.training import run_adapt
+        result = run_adapt(ctx, adapt_plan(ctx, ctx.config.domain(target), method, seed, pretrained))
+    except UserError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"method": method, "target": result["target"], "version": result["version"],
+                           "seed": result["seed"], **{k: round(result[k], 6) for k in METRICS},
+                           **{k: result[k] for k in ("best_epoch", "epochs_run", "stopped_by", "modalities")}}))
+
+
+# -- the warehouse and the registry --------------------------------------------------------------
+def _feature_file(spec: str):
+    from warehouse.atomic import FeatureFile
     modality, _, rest = spec.partition("=")
     path, _, dim = rest.rpartition(":")
     if modality not in MODALITIES or not path or not dim.isdigit():
@@ -113,86 +232,31 @@ def import_atomic_cmd(
     """Load a processed RecBole/UniSRec atomic dataset as a domain, keeping its split."""
     files = [_feature_file(spec) for spec in feature or []]
     try:
-        cfg = load_config(config)
-        wh = Warehouse(cfg.home)
-        with wh.run_lock(cfg.orchestration.lock_timeout_s):
-            summary = import_atomic(wh, directory, domain, files)
-    except USER_ERRORS as exc:
+        ctx = _context(config)
+        from warehouse.atomic import import_atomic
+        with ctx.warehouse.write_lock(ctx.config.orchestration.lock_timeout_s):
+            summary = import_atomic(ctx.warehouse, directory, domain, files)
+    except UserError as exc:
         _fail(exc)
-    typer.echo(f"{summary.domain}: imported {summary.users} users, {summary.items} items, "
+    typer.echo(f"{summary.domain}: {summary.status} {summary.users} users, {summary.items} items, "
                f"{summary.interactions} interactions, features {summary.features or 'none'}")
 
 
-def _training_overrides(section: str, epochs, batch_size, width, lr, device) -> dict:
-    """Command-line hyper-parameters as a nested config override."""
-    train = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}.items()
-             if v is not None}
-    out: dict = {section: train} if train else {}
-    if width is not None:
-        out["model"] = {"width": width, "ffn_width": width}
-    return out
-
-
-Epochs = Annotated[Optional[int], typer.Option(help="override the config's epochs")]
-BatchSize = Annotated[Optional[int], typer.Option(help="sequences per batch")]
-Width = Annotated[Optional[int], typer.Option(help="model width (and feed-forward width)")]
-LearningRate = Annotated[Optional[float], typer.Option("--lr", help="learning rate")]
-Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, ...")]
-
-
-@app.command("pretrain")
-def pretrain_cmd(config: ConfigOpt = None,
-                 domain: Annotated[Optional[list[str]], typer.Option(
-                     "--domain", "-d", help="auxiliary domain (repeatable); default: the config's")] = None,
-                 text_only: Annotated[bool, typer.Option(help="text-only model (the unisrec baseline)")] = False,
-                 epochs: Epochs = None, batch_size: BatchSize = None, width: Width = None,
-                 lr: LearningRate = None, device: Device = None) -> None:
-    """Pre-train one model on the auxiliary domains; prints its version as JSON."""
-    overrides = _training_overrides("pretrain", epochs, batch_size, width, lr, device)
+@app.command("export-atomic")
+def export_atomic_cmd(
+        directory: Annotated[Path, typer.Argument(help="folder to write <DOMAIN>.{train,valid,test}.inter, ... into")],
+        domain: Annotated[str, typer.Option("--domain", "-d", help="warehouse domain")],
+        config: ConfigOpt = None) -> None:
+    """Write a domain in RecBole/UniSRec atomic format (split, id maps, text, feature files),
+    so peer implementations train on exactly the same data."""
     try:
-        load_config(config, **overrides)
-        from flows.train import pretrain
-        result = pretrain(str(config) if config else None, domain, overrides, text_only)
-    except USER_ERRORS as exc:
+        ctx = _context(config)
+        from warehouse.atomic import export_atomic
+        written = export_atomic(ctx.warehouse, domain, directory, ctx.config.model.max_seq_len)
+    except UserError as exc:
         _fail(exc)
-    typer.echo(json.dumps({k: result[k] for k in ("version", "path", "domains", "best_epoch", "valid")}))
-
-
-@app.command("adapt")
-def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
-              method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "relearn",
-              pretrained: Annotated[Optional[str], typer.Option(help="pre-trained version (default: newest)")] = None,
-              config: ConfigOpt = None, seed: Annotated[Optional[int], typer.Option()] = None,
-              epochs: Epochs = None, batch_size: BatchSize = None, width: Width = None,
-              lr: LearningRate = None, device: Device = None) -> None:
-    """Train one method on a target domain; prints its test metrics as one JSON line."""
-    if method not in METHODS:
-        raise typer.BadParameter(f"{method!r}: one of {', '.join(METHODS)}", param_hint="--method")
-    overrides = _training_overrides("adapt", epochs, batch_size, width, lr, device)
-    try:
-        load_config(config, **overrides)
-        from flows.train import adapt
-        result = adapt(target, method, str(config) if config else None, pretrained, seed, overrides)[0]
-    except USER_ERRORS + (CheckpointError,) as exc:
-        _fail(exc)
-    typer.echo(json.dumps({"method": method, "target": target,
-                           **{k: round(result[k], 6) for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")}}))
-
-
-@app.command()
-def run(config: ConfigOpt = None) -> None:
-    """The end-to-end pipeline: ingest, features, pre-training, every method on every target,
-    then the transfer report."""
-    try:
-        cfg = load_config(config)
-        if not cfg.targets or not cfg.auxiliary:
-            raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
-        from flows.pipeline import pipeline
-        report = pipeline(str(config) if config else None)
-    except USER_ERRORS + (CheckpointError,) as exc:
-        _fail(exc)
-    typer.echo(report)
-    typer.echo(f"Artifacts: {Path(cfg.home).resolve() / 'artifacts'}")
+    for path in written:
+        typer.echo(str(path))
 
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, promote.")
@@ -203,14 +267,16 @@ app.add_typer(models_app, name="models")
 def models_list(target: Annotated[Optional[str], typer.Option(help="only this target's models")] = None,
                 config: ConfigOpt = None) -> None:
     """Every registered model, oldest first."""
-    from warehouse import registry
     try:
-        rows = registry.models(Warehouse(load_config(config).home), target)
-    except USER_ERRORS as exc:
+        from warehouse import registry
+        rows = registry.models(_context(config).warehouse, target)
+    except UserError as exc:
         _fail(exc)
-    _print_table(["version", "kind", "target", "method", "seed", "valid recall@10", "test recall@10", "created_at"],
-                 [(r["version"], r["kind"], r["target"], r["method"], r["seed"],
-                   _metric(r["valid"]), _metric(r["test"]), str(r["created_at"])[:19]) for r in rows])
+    _print_table(["version", "kind", "target", "method", "seed", "valid recall@10", "test recall@10",
+                  "best epoch", "stopped by", "created_at"],
+                 [(r["version"], r["kind"], r["target"], r["method"], r["seed"], _metric(r["valid"]),
+                   _metric(r["test"]), (r["training"] or {}).get("best_epoch"), (r["training"] or {}).get("stopped_by"),
+                   str(r["created_at"])[:19]) for r in rows])
 
 
 def _metric(metrics: dict | None) -> str:
@@ -220,38 +286,52 @@ def _metric(metrics: dict | None) -> str:
 @models_app.command("show")
 def models_show(version: str, config: ConfigOpt = None) -> None:
     """A model's lineage, metrics and files, as JSON."""
-    from warehouse import registry
     try:
-        record = registry.get(Warehouse(load_config(config).home), version)
-    except USER_ERRORS as exc:
+        from warehouse import registry
+        from warehouse.store import WarehouseError
+        record = registry.get(_context(config).warehouse, version)
+        if record is None:
+            raise WarehouseError(f"no model version {version!r}: see `ant models list`")
+    except UserError as exc:
         _fail(exc)
-    if record is None:
-        _fail(WarehouseError(f"no model version {version!r}: see `ant models list`"))
     typer.echo(json.dumps(record, indent=2, default=str))
 
 
 @models_app.command("promote")
 def models_promote(version: str, config: ConfigOpt = None) -> None:
     """Serve `version` for its target (`ant recommend` uses the promoted model)."""
-    from warehouse import registry
     try:
-        record = registry.promote(Warehouse(load_config(config).home), version, "promoted by hand")
-    except USER_ERRORS as exc:
+        from warehouse import registry
+        record = registry.promote(_context(config).warehouse, version, "promoted by hand")
+    except UserError as exc:
         _fail(exc)
     typer.echo(f"{record['target']}: {version} ({record['method']}) promoted")
 
 
 @app.command()
 def recommend(target: Annotated[str, typer.Option(help="target domain")],
-              history: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")],
+              history: Annotated[Optional[str], typer.Option(help="comma-separated item ids, oldest first")] = None,
+              all_users: Annotated[bool, typer.Option("--all", help="every user of the target, into the "
+                                                                   "`recommendations` table")] = False,
               k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
               config: ConfigOpt = None) -> None:
-    """Top-k next items for a history, from the target's promoted model."""
-    from tasks.recommend import recommend as top_k
+    """Top-k next items for a history (or for every user, with --all) from the target's promoted model."""
+    if (history is None) == (not all_users):
+        raise typer.BadParameter("give either --history or --all")
     try:
-        rows = top_k(load_config(config), target, [h.strip() for h in history.split(",") if h.strip()], k)
-    except USER_ERRORS + (CheckpointError,) as exc:
+        ctx = _context(config)
+        from services import recommend as service
+        if all_users:
+            summary = service.recommend_all(ctx, ctx.config.domain(target), k, ctx.config.adapt.eval_batch_size)
+        else:
+            rows = service.recommend(ctx, ctx.config.domain(target),
+                                     [h.strip() for h in history.split(",") if h.strip()], k)
+    except UserError as exc:
         _fail(exc)
+    if all_users:
+        typer.echo(f"{summary['target']}: top {summary['k']} for {summary['users']} users from "
+                   f"{summary['version']} in the `recommendations` table")
+        return
     _print_table(["rank", "item_id", "score", "title"],
                  [(n, r["item_id"], f"{r['score']:.4f}", r["title"] or "") for n, r in enumerate(rows, 1)])
 
@@ -259,39 +339,35 @@ def recommend(target: Annotated[str, typer.Option(help="target domain")],
 @app.command()
 def report(target: Annotated[Optional[str], typer.Option(help="only this target's section")] = None,
            config: ConfigOpt = None) -> None:
-    """Print the latest transfer report of `ant run` (its chart is next to it)."""
-    from tasks.report import report_dir
+    """Print the latest transfer report of `ant run` (its charts are next to it)."""
     try:
-        path = report_dir(load_config(config)) / "latest" / "report.md"
-    except USER_ERRORS as exc:
+        from warehouse.store import WarehouseError
+        path = _context(config).reports / "latest" / "report.md"
+        if not path.exists():
+            raise WarehouseError(f"no report at {path}: run `ant run` first")
+        text = path.read_text()
+        if target:
+            sections = [s for s in text.split("## ") if s.startswith(f"{target}\n")]
+            if not sections:
+                raise WarehouseError(f"no target {target!r} in {path}")
+            text = "## " + sections[0]
+    except UserError as exc:
         _fail(exc)
-    if not path.exists():
-        _fail(WarehouseError(f"no report at {path}: run `ant run` first"))
-    text = path.read_text()
-    if target:
-        sections = [s for s in text.split("## ") if s.startswith(f"{target}\n")]
-        if not sections:
-            _fail(WarehouseError(f"no target {target!r} in {path}"))
-        text = "## " + sections[0]
     typer.echo(text)
     if not target:
         typer.echo(f"Report folder: {path.parent}")
 
 
 @app.command()
-def sql(query: Annotated[str, typer.Argument(help="a read-only SQL query")],
+def sql(query: Annotated[str, typer.Argument(help="one read-only query (SELECT, WITH, DESCRIBE, SHOW, ...)")],
         as_csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,
         config: ConfigOpt = None) -> None:
-    """Run a read-only query on the warehouse (tables and views: see README)."""
+    """Run one read-only query on the warehouse (tables and views: see README)."""
     try:
-        wh = Warehouse(load_config(config).home)
-        with wh.reader() as con:
-            cursor = con.execute(query)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-    except USER_ERRORS as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - a bad query is the user's to fix, show it plainly
+        from warehouse.query import read_only_query
+        from warehouse.store import Warehouse
+        columns, rows = read_only_query(Warehouse(load_config(config).home), query)
+    except UserError as exc:
         _fail(exc)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")

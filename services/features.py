@@ -1,10 +1,7 @@
 """Frozen item features for one domain: text, image and price vectors into the warehouse.
 
-`featurize_domain` is plain Python (tests call it directly); the Prefect task wraps it.
 For each modality the input of every item is hashed; items whose hash and encoder id match
-the stored row keep their vector, only the rest are encoded. The task is cached on the
-domain's data fingerprint and the features config, and runs again while some image fetches
-failed transiently (they may succeed now).
+the stored row keep their vector, only the rest are encoded.
 """
 from __future__ import annotations
 
@@ -12,21 +9,18 @@ import functools
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from prefect import task
 
-from ant_config import AntConfig, ImageEncoderConfig, TextEncoderConfig
+from ant_config import ImageEncoderConfig, TextEncoderConfig
 from encoders.image import ImageEncoder
 from encoders.price import PriceEncoder
 from encoders.text import TextEncoder
-from tasks.caching import keyed
+from services.context import Context
 from warehouse import features as store
-from warehouse.images import fetch_images, image_path, pending_retries
-from warehouse.training import fingerprint
+from warehouse.images import fetch_images, image_path
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -93,51 +87,41 @@ def _update(wh: Warehouse, domain: str, modality: str, encoder_id: str, dim: int
     return path, summary
 
 
-def featurize_domain(config: AntConfig, domain: str) -> list[FeatureSummary]:
-    wh = Warehouse(config.home)
-    cfg = config.features
+def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
+    wh = ctx.warehouse
+    cfg = ctx.config.features
     items = store.catalogue(wh, domain)
     item_ids = items.column("item_id").to_pylist()
     files, summaries = {}, []
 
-    texts = items.column("text").to_pylist()
-    text = text_encoder(cfg.text, cfg.device)
-    path, s = _update(wh, domain, "text", text.id, text.dim, item_ids, [_sha(t) for t in texts],
-                      np.array([bool(t) for t in texts], dtype=bool),
-                      lambda idx: text.encode([texts[i] for i in idx]))
-    files["text_features"], summaries = path, [s]
-
-    urls = items.column("image_urls").to_pylist()
-    fetched = fetch_images(wh, [u for us in urls for u in us], cfg.fetch)
-    shas = [[fetched[u].sha256 for u in us if fetched[u].sha256] for us in urls]
-    image = image_encoder(cfg.image, cfg.device)
-    path, s = _update(wh, domain, "image", image.id, image.dim, item_ids,
-                      [_sha("|".join(s)) for s in shas], np.array([bool(s) for s in shas], dtype=bool),
-                      lambda idx: image.encode_items([[image_path(wh, h) for h in shas[i]] for i in idx])[0])
-    files["image_features"] = path
-    summaries.append(s)
-
-    prices = np.array([np.nan if p is None else p for p in items.column("price").to_pylist()], dtype=float)
-    price = PriceEncoder(cfg.price).fit(prices)
-    encoded, has_price = price.encode(prices)
-    path, s = _update(wh, domain, "price", price.id, price.dim, item_ids, [repr(p) for p in prices],
-                      has_price, lambda idx: encoded[idx])
-    files["price_features"] = path
-    summaries.append(s)
+    rows = {}
+    if "text" in cfg.modalities:
+        texts = items.column("text").to_pylist()
+        text = text_encoder(cfg.text, cfg.device)
+        files["text_features"], s = _update(wh, domain, "text", text.id, text.dim, item_ids, [_sha(t) for t in texts],
+                                            np.array([bool(t) for t in texts], dtype=bool),
+                                            lambda idx: text.encode([texts[i] for i in idx]))
+        summaries.append(s)
+    if "image" in cfg.modalities:
+        urls = items.column("image_urls").to_pylist()
+        fetched = fetch_images(wh, [u for us in urls for u in us], cfg.fetch)
+        shas = [[fetched[u].sha256 for u in us if fetched[u].sha256] for us in urls]
+        image = image_encoder(cfg.image, cfg.device)
+        files["image_features"], s = _update(
+            wh, domain, "image", image.id, image.dim, item_ids,
+            [_sha("|".join(s)) for s in shas], np.array([bool(s) for s in shas], dtype=bool),
+            lambda idx: image.encode_items([[image_path(wh, h) for h in shas[i]] for i in idx])[0])
+        summaries.append(s)
+    if "price" in cfg.modalities:
+        prices = np.array([np.nan if p is None else p for p in items.column("price").to_pylist()], dtype=float)
+        price = PriceEncoder(cfg.price).fit(prices)
+        encoded, has_price = price.encode(prices)
+        files["price_features"], s = _update(wh, domain, "price", price.id, price.dim, item_ids,
+                                             [repr(p) for p in prices], has_price, lambda idx: encoded[idx])
+        summaries.append(s)
+        rows["price_encoders"] = store.price_encoder_row(domain, price.id, price.state())
 
     changed = {table: p for table, p in files.items() if p is not None}
     if changed:
-        wh.publish(domain, changed, {"price_encoders": store.price_encoder_row(domain, price.id, price.state())})
+        wh.publish(domain, changed, rows)
     return summaries
-
-
-def _domain_content(parameters: dict) -> list:
-    config, domain = parameters["config"], parameters["domain"]
-    wh = Warehouse(config.home)
-    retry = uuid.uuid4().hex if pending_retries(wh, domain) else None  # never a cache hit
-    return [domain, fingerprint(wh, domain), config.features.model_dump(), retry]
-
-
-@task(name="features", task_run_name="features {domain}", cache_key_fn=keyed("features", _domain_content))
-def featurize(config: AntConfig, domain: str) -> list[dict]:
-    return [s.as_dict() for s in featurize_domain(config, domain)]

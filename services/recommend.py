@@ -1,4 +1,5 @@
-"""Top-k next items for a history, from the model promoted for a target."""
+"""Top-k next items from the model promoted for a target: for one history, or for every user
+of the target at once into the `recommendations` table (so evaluation slices are SQL)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,35 +7,64 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ant_config import AntConfig
 from ant_model import checkpoint
-from tasks.model import domain_data
-from warehouse import registry, training
-from warehouse.store import Warehouse, WarehouseError
+from ant_model.data import history_batch, pad
+from ant_model.device import pick_device
+from services.context import Context
+from services.training import domain_data
+from warehouse import recommendations, registry, training
+from warehouse.store import WarehouseError
 
 
-def recommend(config: AntConfig, target: str, history: list[str], k: int = 10) -> list[dict]:
-    """[{item_id, title, score}] best first; history items are never recommended."""
-    wh = Warehouse(config.home)
-    record, _ = registry.promoted(wh, target)
-    model, _ = checkpoint.load(Path(record["path"]))
-    catalogue = training.catalogue(wh, target)
+def _promoted_model(ctx: Context, target: str):
+    """(model, record, its domain data) of the model serving `target`."""
+    record, _ = registry.promoted(ctx.warehouse, target)
+    model, meta = checkpoint.load(Path(record["path"]))
+    return model, record, domain_data(ctx, target, checkpoint.feature_dims(meta, Path(record["path"])))
+
+
+@torch.inference_mode()
+def _top_k(score, histories: list[np.ndarray], k: int, max_len: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """(items [B, k], scores [B, k]) best first; the history and padding are never recommended."""
+    scores = score(history_batch(histories, max_len).to(device)).float()
+    scores.scatter_(1, pad([np.append(h, 0) for h in histories]).to(device), float("-inf"))
+    top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+    return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+
+def recommend(ctx: Context, target: str, history: list[str], k: int = 10) -> list[dict]:
+    """[{item_id, title, score}] best first for one history of item ids, oldest first."""
+    if not history:
+        raise WarehouseError("the history is empty: give at least one item id")
+    catalogue = training.catalogue(ctx.warehouse, target)
     index = {item: i + 1 for i, (item, _) in enumerate(catalogue)}
     unknown = [item for item in history if item not in index]
     if unknown:
         raise WarehouseError(f"unknown item(s) {', '.join(unknown)} in target {target!r} "
                              f"(see the item_id column of the item_index table)")
-    if not history:
-        raise WarehouseError("the history is empty: give at least one item id")
-    data = domain_data(config, target, model.cfg.modalities)
-    features = data.tensors(torch.device("cpu"))
-    model.eval()
-    with torch.inference_mode():
-        items, _ = model.encode_items(features, torch.arange(data.n_items + 1))
-        seq = torch.tensor([[index[i] for i in history][-model.cfg.max_seq_len:]])
-        scores = model.scores(model.user_vectors(items, seq), items)[0]
-        scores[0] = float("-inf")
-        scores[[index[i] for i in history]] = float("-inf")
-        top = torch.topk(scores, min(k, int(np.isfinite(scores.numpy()).sum())))
+    model, _, data = _promoted_model(ctx, target)
+    items, scores = _top_k(model.scorer(data.tensors(torch.device("cpu"))),
+                           [np.array([index[i] for i in history])], k, model.cfg.max_seq_len, "cpu")
     return [{"item_id": catalogue[i - 1][0], "title": catalogue[i - 1][1], "score": round(float(s), 4)}
-            for s, i in zip(top.values.tolist(), top.indices.tolist())]
+            for i, s in zip(items[0], scores[0]) if np.isfinite(s)]
+
+
+def recommend_all(ctx: Context, target: str, k: int, batch_size: int, before_test: bool = True) -> dict:
+    """Top-k for every user of `target` into the `recommendations` table; a summary.
+
+    `before_test`: from each user's history up to the test item (so the test split scores
+    them, the evaluation view); else from the whole sequence (what to show next)."""
+    model, record, data = _promoted_model(ctx, target)
+    device = pick_device(ctx.config.adapt.device)
+    score = model.to(device).scorer(data.tensors(device))
+    histories = [h if before_test else np.append(h, t) for h, t in data.test]
+    items, scores = [], []
+    for start in range(0, len(histories), batch_size):
+        i, s = _top_k(score, histories[start:start + batch_size], k, model.cfg.max_seq_len, device)
+        items.append(i)
+        scores.append(s)
+    users = recommendations.test_users(ctx.warehouse, target)
+    path = recommendations.write(ctx.warehouse, target, record["version"], users, np.concatenate(items),
+                                 np.concatenate(scores), before_test)
+    ctx.warehouse.publish(target, {"recommendations": path})
+    return {"target": target, "version": record["version"], "users": len(histories), "k": items[0].shape[1]}

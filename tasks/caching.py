@@ -16,30 +16,27 @@ from typing import Any
 
 from prefect import Task
 
-from ant_config import AntConfig
-from warehouse.store import Warehouse
-
-CODE_VERSION = 1  # bump when a change to the code changes what a task produces
+from services.context import Context
+from services.planning import CODE_VERSION
 
 
-def content_key(config: AntConfig, name: str, parts: Any) -> str:
-    payload = {"task": name, "code": CODE_VERSION, "warehouse": Warehouse(config.home).identity(),
-               "parts": parts}
+def content_key(ctx: Context, name: str, parts: Any) -> str:
+    payload = {"task": name, "code": CODE_VERSION, "warehouse": ctx.warehouse.identity(), "parts": parts}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def keyed(name: str, parts: Callable[[dict], Any]) -> Callable[[Any, dict], str]:
-    """A `cache_key_fn` for a task whose parameters include `config`: the hash of
+    """A `cache_key_fn` for a task whose parameters include `ctx`: the hash of
     `parts(parameters)`, computed when the task is about to run (its inputs are ready)."""
     def cache_key(_context: Any, parameters: dict) -> str:
-        return content_key(parameters["config"], name, parts(parameters))
+        return content_key(parameters["ctx"], name, parts(parameters))
     return cache_key
 
 
-def results_dir(config: AntConfig) -> Path:
-    return Path(config.home).resolve() / "prefect-results"
+def results_dir(ctx: Context) -> Path:
+    return ctx.warehouse.home / "prefect-results"
 
 
-def in_home(task: Task, config: AntConfig, **options) -> Task:
-    """`task` with its results persisted under `config.home` (what makes the cache work)."""
-    return task.with_options(result_storage=results_dir(config), persist_result=True, **options)
+def in_home(task: Task, ctx: Context, **options) -> Task:
+    """`task` with its results persisted under the home (what makes the cache work)."""
+    return task.with_options(result_storage=results_dir(ctx), persist_result=True, **options)

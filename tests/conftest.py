@@ -140,20 +140,51 @@ def write_config(tmp_path, server):
     return write
 
 
+AMAZON_IMAGES = "https://images-na.ssl-images-amazon.com/"
+
+
+def write_product_images(mirror: Path) -> int:
+    """A small generated JPEG at the path of every full-size image of the reviewed items of the
+    2018 fixtures (the real images cannot be fetched here); returns how many."""
+    import io
+    import json
+    from urllib.parse import unquote, urlparse
+
+    from PIL import Image
+    written = 0
+    for cat in CATEGORIES_2018:
+        with gzip.open(FIXTURES / "amazon-2018" / f"{cat}_5.json.gz", "rt") as f:
+            reviewed = {json.loads(line)["asin"] for line in f}
+        with gzip.open(FIXTURES / "amazon-2018" / f"meta_{cat}.json.gz", "rt") as f:
+            for line in f:
+                item = json.loads(line)
+                if item.get("asin") not in reviewed:
+                    continue
+                for url in item.get("imageURLHighRes") or []:
+                    path = mirror / unquote(urlparse(url).path).lstrip("/")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    digest = hashlib.sha256(url.encode()).digest()
+                    buf = io.BytesIO()
+                    Image.new("RGB", (32, 24), tuple(digest[:3])).save(buf, "JPEG")
+                    path.write_bytes(buf.getvalue())
+                    written += 1
+    return written
+
+
 @pytest.fixture()
 def pipeline_config(write_config, tmp_path, server):
     """A config that runs the whole pipeline in about a minute: one auxiliary and one target
-    category, tiny random encoders and model, images from the fixture server."""
+    category, tiny random encoders and model, generated product images from the fixture server."""
     from tests.tiny_models import tiny_open_clip_dir
     clip = tiny_open_clip_dir(tmp_path / "clip")
+    write_product_images(server.root)
 
     def write(path: Path | None = None, **overrides) -> Path:
         settings = dict(
             auxiliary=["Magazine_Subscriptions"], targets=["Gift_Cards"], seeds=[0],
             features={"text": {"model": clip, "pretrained": None},
                       "image": {"model": clip, "pretrained": None, "workers": 0},
-                      "fetch": {"url_rewrite": {"https://images-na.ssl-images-amazon.com/": server.url + "/"},
-                                "retries": 0}},
+                      "fetch": {"url_rewrite": {AMAZON_IMAGES: server.url + "/"}, "retries": 0}},
             model={"width": 16, "ffn_width": 16, "n_experts": 2},
             pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256})
         settings.update(overrides)

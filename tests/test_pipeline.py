@@ -8,7 +8,7 @@ import time
 
 from PIL import Image
 
-from ant_model.strategies import METHODS
+from ant_config.protocol import METHODS
 from tests.prefect_runs import task_runs
 
 
@@ -23,15 +23,21 @@ def test_pipeline_end_to_end_then_cached(prefect, pipeline_config, tmp_path):
                                                  "promote", "report"}
     assert all(r.state.name == "Completed" for r in ran)
     latest = tmp_path / "home" / "artifacts" / "reports" / "latest"
-    assert (latest / "report.md").read_text().startswith(report)
-    with Image.open(latest / "transfer.png") as chart:
-        assert chart.size[0] > 500 and chart.size[1] > 200
-    for method in METHODS:
-        assert f"| {method} |" in report
-    assert report.count("| no |") + report.count("| **yes**") == 4  # one verdict per adapted method
-    results = list((tmp_path / "home" / "artifacts" / "adapt" / "Gift_Cards").glob("*/*/result.json"))
-    assert len(results) == len(METHODS)
-    assert all(json.loads(r.read_text())["target"] == "Gift_Cards" for r in results)
+    assert (latest / "report.md").read_text() == report
+    for chart in ("metrics.png", "delta.png"):
+        with Image.open(latest / chart) as image:
+            assert image.size[0] > 500 and image.size[1] > 150, chart
+    rows = {line.split("|")[1].strip().rstrip(" †"): line.split("|") for line in report.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")}
+    assert set(rows) == set(METHODS)
+    verdicts = {m: cells[-2].strip() for m, cells in rows.items() if cells[-2].strip()}
+    assert set(verdicts) == {m for m, spec in METHODS.items() if spec.transfers}  # one verdict each
+    assert set(verdicts.values()) <= {"**negative**", "positive", "no significant difference"}
+    results = [json.loads(r.read_text()) for r in
+               (tmp_path / "home" / "artifacts" / "adapt" / "Gift_Cards").glob("*/*/result.json")]
+    assert len(results) == len(METHODS) and all(r["target"] == "Gift_Cards" for r in results)
+    for r in results:  # every training result says how it ended
+        assert r["stopped_by"] in (("patience", "cap") if METHODS[r["method"]].trains else (None,)), r
 
     started = time.monotonic()
     second = pipeline(str(path), return_state=True)
@@ -56,10 +62,13 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
     for r in rows:
         assert r["lineage"] and r["path"] and r["flow_run_id"]
         if r["kind"] == "adapt":
-            assert r["lineage"]["data"]["Gift_Cards"]["fingerprint"] and r["test"]["recall@10"] >= 0
+            assert r["lineage"]["data"]["Gift_Cards"]["fingerprint"]
+            folder = tmp_path / "home" / "artifacts" / "adapt" / "Gift_Cards" / r["method"] / r["version"]
+            assert r["test"]["recall@10"] == json.loads((folder / "result.json").read_text())["recall@10"]
+            assert r["training"]["stopped_by"] in ("patience", "cap", None)
     with wh.reader() as con:  # the registry in plain SQL
         runs = con.execute("SELECT pretrained, adapted, targets FROM runs ORDER BY started").fetchall()
-        assert runs == [(1, 0, None), (1, 0, None), (0, 2 * len(METHODS), ["Gift_Cards"])]  # 2 pretrain subflows
+        assert runs == [(2, 2 * len(METHODS), ["Gift_Cards"])]  # one flow run registered everything
         best = con.execute("SELECT method, avg(value) FROM metrics WHERE split = 'test' AND metric = 'recall@10' "
                            "GROUP BY method ORDER BY 2 DESC, 1").fetchall()
         assert {m for m, _ in best} == set(METHODS) and all(0 <= v <= 1 for _, v in best)

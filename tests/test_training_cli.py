@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks.features import featurize_domain
+from services.context import Context
+from services.features import featurize_domain
 from tests.test_cli_config import ant
 from tests.test_ingest import FIXTURES, ingest_files
 from tests.tiny_models import tiny_open_clip_dir
@@ -30,7 +31,7 @@ def trained_home(tmp_path, write_config):
     from ant_config import load_config
     config = load_config(path)
     for domain in ("Gift_Cards", "Magazine_Subscriptions"):
-        featurize_domain(config, domain)
+        featurize_domain(Context.of(config), domain)
     return wh, path
 
 
@@ -60,7 +61,8 @@ def test_adapt_cli_prints_one_json_line(trained_home):
               "--pretrained", version, "--epochs", "2", "--seed", "1")
     assert out.returncode == 0, out.stderr[-2000:]
     line = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(line) == {"method", "target", "recall@10", "ndcg@10", "recall@50", "ndcg@50"}
+    assert set(line) == {"method", "target", "version", "seed", "recall@10", "ndcg@10", "recall@50", "ndcg@50",
+                         "best_epoch", "epochs_run", "stopped_by", "modalities"}
     assert line["method"] == "relearn"
     bad = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "magic")
     assert bad.returncode == 2 and "relearn" in bad.stderr

@@ -2,6 +2,7 @@
 two runs on one ANT_HOME, schema versions."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from tests.test_ingest import FIXTURES, ingest_files
 from warehouse.schema import SCHEMA_VERSION
-from warehouse.store import Warehouse, WarehouseError, WarehouseLocked
+from warehouse.store import STAGED_GRACE_S, Warehouse, WarehouseError, WarehouseLocked
 
 HOLD_READER = """
 import sys, time, duckdb
@@ -59,8 +60,8 @@ def test_a_writer_that_never_frees_the_file_is_a_clear_error(wh):
 
 HOLD_RUN_LOCK = """
 import sys
-from warehouse.store import Warehouse
-with Warehouse(sys.argv[1]).run_lock():
+from warehouse.store import STAGED_GRACE_S, Warehouse
+with Warehouse(sys.argv[1]).write_lock():
     print("holding", flush=True)
     sys.stdin.readline()
 """
@@ -71,18 +72,22 @@ def test_second_run_on_the_same_home_is_refused_clearly(wh):
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
     assert holder.stdout.readline().strip() == "holding"
     with pytest.raises(WarehouseLocked, match="another run is writing.*Wait for it"):
-        with wh.run_lock(timeout_s=0.2):
+        with wh.write_lock(timeout_s=0.2):
             pass
     holder.communicate("done\n", timeout=30)
-    with wh.run_lock(timeout_s=0.2):  # free again once the first run ends
-        with wh.run_lock():  # and re-entrant within a process (the pipeline's flows nest)
+    with wh.write_lock(timeout_s=0.2):  # free again once the first run ends
+        with wh.write_lock():  # and re-entrant within a process (the pipeline's flows nest)
             pass
 
 
 def test_garbage_collection_keeps_exactly_the_published_files(wh):
     stray = wh.new_parquet_path("sequences", "Gift_Cards")
     stray.write_bytes(b"left by a crashed run")
-    assert wh.collect_garbage() == 1 and not stray.exists()
+    staged = wh.new_parquet_path("recommendations", "Gift_Cards")
+    staged.write_bytes(b"written a moment ago by a run that has not published yet")
+    old = time.time() - STAGED_GRACE_S - 60
+    os.utime(stray, (old, old))
+    assert wh.collect_garbage() == 1 and not stray.exists() and staged.exists()
     with wh.reader() as con:
         assert con.execute("SELECT count(*) FROM sequences").fetchone()[0] == 453
 

@@ -19,11 +19,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ant_config.errors import UserError
 from warehouse import features as feature_store
+from warehouse.download import sha256_of
+from warehouse.schema import FEATURE_TABLES
 from warehouse.store import Warehouse
 
+HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
-class AtomicFormatError(ValueError):
+
+class AtomicFormatError(UserError, ValueError):
     """The dataset does not match the atomic format; the message names file and line."""
 
 
@@ -41,6 +46,7 @@ class AtomicSummary:
     items: int
     interactions: int
     features: dict[str, int]
+    status: str = "imported"  # or "unchanged"
 
 
 def _prefix(directory: Path, domain: str) -> str:
@@ -140,9 +146,40 @@ def _load_feature(f: FeatureFile, n_items: int) -> np.ndarray:
     return matrix
 
 
+def _file_hash(path: Path) -> str:
+    return sha256_of(path).hexdigest()
+
+
+def fingerprint(directory: Path, domain: str, features: list[FeatureFile]) -> str:
+    """Hash of every file the import reads (and which modality each feature file is)."""
+    prefix = Path(directory) / _prefix(Path(directory), domain)
+    digest = hashlib.sha256()
+    for f in features:
+        if not f.path.exists():
+            raise AtomicFormatError(f"{f.path}: missing ({f.modality} feature)")
+        digest.update(f"{f.modality}:{f.dim}:{_file_hash(f.path)}".encode())
+    for suffix in ("train.inter", "valid.inter", "test.inter", "item2index", "user2index", "text"):
+        path = Path(f"{prefix}.{suffix}")
+        digest.update(f"{suffix}:{_file_hash(path) if path.exists() else '-'}".encode())
+    return digest.hexdigest()
+
+
+def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile]) -> AtomicSummary | None:
+    """The published import of `domain`, if it was made from the same files."""
+    if not wh.db_path.exists():
+        return None
+    with wh.reader() as con:
+        row = con.execute("SELECT s.users, s.items, s.interactions FROM domains d JOIN domain_stats s USING (domain) "
+                          "WHERE d.domain = ? AND d.fingerprint = ?", [domain, fp]).fetchone()
+    return AtomicSummary(domain, *row, {f.modality: f.dim for f in features}, "unchanged") if row else None
+
+
 def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[FeatureFile]) -> AtomicSummary:
     directory = Path(directory)
     prefix = directory / _prefix(directory, domain)
+    fp = fingerprint(directory, domain, features)
+    if (done := _unchanged(wh, domain, fp, features)) is not None:
+        return done
     item2index = _read_map(Path(f"{prefix}.item2index"))
     user2index = _read_map(Path(f"{prefix}.user2index"))
     raw_item = {i: raw for raw, i in item2index.items()} if item2index else None
@@ -195,7 +232,6 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
             "ts": pa.array([None] * sum(len(r[2]) for r in user_rows), pa.int64())}),
     }
     files: dict[str, Path] = {}
-    digest = hashlib.sha256()
     try:
         for table, data in tables.items():
             path = wh.new_parquet_path(table, domain)
@@ -203,8 +239,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
             files[table] = path
         for f in features:
             matrix = _load_feature(f, n_items)
-            file_hash = hashlib.sha256(f.path.read_bytes()).hexdigest()
-            digest.update(file_hash.encode())
+            file_hash = _file_hash(f.path)
             files[f"{f.modality}_features"] = feature_store.write(
                 wh, domain, f.modality, item_ids, f"imported/{f.path.name}@{file_hash[:16]}",
                 [file_hash] * n_items, np.ones(n_items, dtype=bool), matrix)
@@ -212,11 +247,65 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
         for path in files.values():
             path.unlink(missing_ok=True)
         raise
-    for inter in ("train", "valid", "test"):
-        digest.update(Path(f"{prefix}.{inter}.inter").read_bytes())
     interactions = sum(len(r[2]) for r in user_rows)
     wh.publish(domain, files, {"domains": {
-        "domain": domain, "release": "atomic", "category": prefix.name, "fingerprint": digest.hexdigest(),
+        "domain": domain, "release": "atomic", "category": prefix.name, "fingerprint": fp,
         "raw_reviews": interactions, "raw_items": n_items, "rejected": 0, "duplicate_meta_rows": 0,
         "ingested_at": datetime.now(timezone.utc)}})
     return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features})
+
+
+def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:
+    """Write `domain` as UniSRec writes a processed dataset: `<D>.{train,valid,test}.inter`
+    (one train row per training target, last target first, histories cut to the last
+    `max_len`), `<D>.item2index`, `<D>.user2index` (0-based), `<D>.text`, and one raw float32
+    file per feature modality (`<D>.<modality>.feat`, rows in item-index order). The exact
+    split, so a peer implementation trains and is evaluated on the same data;
+    `import_atomic` reads it back unchanged."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with wh.reader() as con:
+        if not con.execute("SELECT count(*) FROM splits WHERE domain = ?", [domain]).fetchall()[0][0]:
+            raise AtomicFormatError(f"domain {domain!r} has no split in {wh.home}: ingest or import it first")
+        splits = con.execute("SELECT user_idx, split, history, target FROM splits WHERE domain = ? "
+                             "ORDER BY user_idx", [domain]).fetchall()
+        users = con.execute("SELECT user_id, user_idx FROM user_index WHERE domain = ? ORDER BY user_idx",
+                            [domain]).fetchall()
+        items = con.execute("SELECT x.item_id, x.item_idx, coalesce(i.text, '') FROM item_index x "
+                            "LEFT JOIN items i USING (domain, item_id) WHERE x.domain = ? ORDER BY x.item_idx",
+                            [domain]).fetchall()
+        vectors = {m: con.sql(f"SELECT x.item_idx, f.vector FROM item_index x JOIN {table} f USING (domain, item_id) "
+                              f"WHERE x.domain = ? ORDER BY x.item_idx", params=[domain]).to_arrow_table()
+                   for m, table in FEATURE_TABLES.items()}
+    by_user: dict[int, dict[str, tuple[list[int], int]]] = {}
+    for user, split, history, target in splits:
+        by_user.setdefault(user, {})[split] = ([i - 1 for i in history], target - 1)
+
+    def row(user: int, history: list[int], target: int) -> str:
+        return f"{user - 1}\t{' '.join(map(str, history[-max_len:]))}\t{target}\n"
+
+    files = {name: [HEADER] for name in ("train", "valid", "test")}
+    for user, parts in by_user.items():
+        history, target = parts["train"]
+        sequence = history + [target]
+        files["train"] += [row(user, sequence[:t], sequence[t]) for t in range(len(sequence) - 1, 0, -1)]
+        files["valid"].append(row(user, sequence, parts["valid"][1]))
+        files["test"].append(row(user, sequence + [parts["valid"][1]], parts["test"][1]))
+    written = []
+    for name, lines in files.items():
+        written.append(directory / f"{domain}.{name}.inter")
+        written[-1].write_text("".join(lines))
+    written.append(directory / f"{domain}.item2index")
+    written[-1].write_text("".join(f"{item}\t{idx - 1}\n" for item, idx, _ in items))
+    written.append(directory / f"{domain}.user2index")
+    written[-1].write_text("".join(f"{user}\t{idx - 1}\n" for user, idx in users))
+    written.append(directory / f"{domain}.text")
+    written[-1].write_text("item_id:token\ttext:token_seq\n" + "".join(
+        f"{idx - 1}\t{' '.join(text.split())}\n" for _, idx, text in items))
+    for modality, table in vectors.items():
+        if table.num_rows:
+            matrix = np.zeros((len(items), table.column("vector").type.list_size), dtype=np.float32)
+            matrix[table.column("item_idx").to_numpy() - 1] = feature_store.vectors_of(table)
+            written.append(directory / f"{domain}.{modality}.feat")
+            matrix.tofile(written[-1])
+    return written

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 from tqdm import tqdm
 
+from ant_config.errors import UserError
 from warehouse.store import Warehouse, upsert
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 HASH_BLOCK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that will not succeed by retrying (bad URL, 404, ...)."""
 
 

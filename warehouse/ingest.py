@@ -18,13 +18,13 @@ from pathlib import Path
 from ant_config import Filtering, Ingest
 from warehouse import parse, sequences
 from warehouse.download import DownloadRecord, invalidate
-from warehouse.sources import domain_name
+from ant_config.releases import domain_name
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
 # Bump when the parsing or filtering SQL changes what it produces: every domain re-ingests.
-INGEST_VERSION = 1
+INGEST_VERSION = 2
 
 
 @dataclass(frozen=True)

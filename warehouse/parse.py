@@ -15,12 +15,13 @@ import duckdb
 from duckdb import sqltypes
 import pyarrow as pa
 
+from ant_config.errors import UserError
 from warehouse.sql import literal
 
 SNIPPET_CHARS = 200
 
 
-class CorruptRawFile(RuntimeError):
+class CorruptRawFile(UserError, RuntimeError):
     """A raw file that cannot be decompressed or read to its end."""
 
     def __init__(self, path: Path, cause: Exception):
@@ -53,11 +54,21 @@ def prepare(con: duckdb.DuckDBPyConnection, *, text_max_chars: int, price_max: f
     """Register the cleaning functions this module's SQL uses on a scratch connection."""
     con.create_function("unescape_entities", _unescape_entities, [sqltypes.VARCHAR], sqltypes.VARCHAR,
                         type="arrow")
+    # One field at a time: entities unescaped, tags stripped (an unclosed tag ends at its
+    # field's end, never eating the next field), whitespace folded.
     con.execute(f"""
         CREATE OR REPLACE TEMP MACRO clean_text(s) AS
             left(trim(regexp_replace(regexp_replace(
                  CASE WHEN contains(s, '&') THEN unescape_entities(s) ELSE s END,
                  '</?[A-Za-z][^<>]*(>|$)', ' ', 'g'), '\\s+', ' ', 'g')), {int(text_max_chars)})""")
+    # The item text: title (else the first description sentences), categories, brand.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP MACRO item_text(title, categories, brand, description) AS
+            left(trim(concat_ws(' ',
+                 CASE WHEN coalesce(title, '') <> '' THEN title
+                      ELSE coalesce(nullif(regexp_extract(description, '^(.*[.!?])(\\s|$)', 1), ''), description) END,
+                 array_to_string(list_filter(categories, lambda c: c <> ''), ' '), brand)),
+                 {int(text_max_chars)})""")
     # "$1,299.00" → 1299; "$5 - $9" → 7; numbers and numeric strings as they are; junk → NULL.
     con.execute(f"""
         CREATE OR REPLACE TEMP MACRO parse_price(s) AS (
@@ -152,7 +163,7 @@ class MetaFields:
 
 META_FIELDS = {
     "2018": MetaFields(
-        ["asin", "title", "brand", "category", "price", "imageURL", "imageURLHighRes"], "asin",
+        ["asin", "title", "brand", "category", "price", "imageURL", "imageURLHighRes", "description"], "asin",
         brand="brand ->> '$'", categories="category", price="price ->> '$'",
         # Full-size URLs, else thumbnails without their size token (._SX38_SY50_CR,0,0,38,50_).
         image_urls="""CASE WHEN len(coalesce(try_cast("imageURLHighRes" AS VARCHAR[]), [])) > 0
@@ -160,7 +171,7 @@ META_FIELDS = {
                            ELSE list_transform(try_cast("imageURL" AS VARCHAR[]),
                                 lambda u: regexp_replace(u, '\\._[^/]*_(\\.[A-Za-z]+)$', '\\1')) END"""),
     "2023": MetaFields(
-        ["parent_asin", "title", "details", "store", "categories", "price", "images"], "parent_asin",
+        ["parent_asin", "title", "details", "store", "categories", "price", "images", "description"], "parent_asin",
         brand="coalesce(details ->> '$.Brand', store ->> '$')", categories="categories",
         price="nullif(price ->> '$', 'None')",
         # MAIN image first, then the others; hi_res where present, else large.
@@ -180,18 +191,22 @@ def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images
               "'[{\"variant\": \"VARCHAR\", \"large\": \"VARCHAR\", \"hi_res\": \"VARCHAR\"}]')), [])"
               if release == "2023" else "NULL")
     select = f"""
+        SELECT line, item_id, title, brand, categories, price_raw, parse_price(price_raw) AS price,
+               list_slice(coalesce(image_urls, []), 1, {int(max_images)}) AS image_urls,
+               item_text(title, categories, brand, description) AS text,
+               reason, snippet
+        FROM (
         SELECT line, item_id, clean_text(title_raw) AS title, clean_text(brand_raw) AS brand,
                list_transform(coalesce(categories_raw, []), lambda c: clean_text(c)) AS categories,
-               price_raw, parse_price(price_raw) AS price,
-               list_slice(coalesce(image_urls, []), 1, {int(max_images)}) AS image_urls,
-               clean_text(concat_ws(' ', title_raw, array_to_string(categories_raw, ' '), brand_raw)) AS text,
+               price_raw, image_urls,
+               clean_text(array_to_string(try_cast(description_raw AS VARCHAR[]), ' ')) AS description,
                CASE WHEN malformed THEN 'malformed JSON'
                     WHEN item_id IS NULL OR item_id = '' THEN 'missing {m.item_id}' END AS reason,
                CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
         FROM (SELECT line, raw, malformed, "{m.item_id}" ->> '$' AS item_id, title ->> '$' AS title_raw,
                      {m.brand} AS brand_raw, try_cast({m.categories} AS VARCHAR[]) AS categories_raw,
-                     {m.price} AS price_raw, {m.image_urls} AS image_urls
-              FROM (SELECT *, {images} AS imgs FROM src))"""
+                     {m.price} AS price_raw, {m.image_urls} AS image_urls, description AS description_raw
+              FROM (SELECT *, {images} AS imgs FROM src)))"""
     _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True)
 
 

@@ -1,28 +1,40 @@
 """The model registry: `models` (every trained version, with lineage and metrics) and
-`promotions` (which version serves each target, and why)."""
+`promotions` (which version serves each target, and why).
+
+Artifact paths are stored relative to ANT_HOME, so a moved or copied home keeps working;
+`path` in the records returned here is absolute again.
+"""
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 from warehouse.store import Warehouse, WarehouseError, upsert
 
 COLUMNS = ("version", "kind", "target", "method", "seed", "path", "parent", "lineage", "valid", "test",
-           "flow_run_id", "created_at")
+           "training", "flow_run_id", "created_at")
+JSON_COLUMNS = ("lineage", "valid", "test", "training")
 
 
-def register(wh: Warehouse, version: str, kind: str, path: str, lineage: dict, *, target: str | None = None,
+def register(wh: Warehouse, version: str, kind: str, path: Path, lineage: dict, *, target: str | None = None,
              method: str | None = None, seed: int | None = None, parent: str | None = None,
-             valid: dict | None = None, test: dict | None = None, flow_run_id: str | None = None) -> None:
-    """Record a trained version once; registering it again changes nothing."""
-    if get(wh, version) is not None:
-        return
+             valid: dict | None = None, test: dict | None = None, training: dict | None = None,
+             flow_run_id: str | None = None) -> None:
+    """Record a trained version once; registering it again changes nothing.
+
+    `training` summarises the fit (best_epoch, epochs_run, stopped_by, seconds)."""
     with wh.writer() as con:
+        con.begin()
+        if con.execute("SELECT count(*) FROM models WHERE version = ?", [version]).fetchall()[0][0]:
+            con.rollback()
+            return
         upsert(con, "models", {
             "version": version, "kind": kind, "target": target, "method": method, "seed": seed,
-            "path": path, "parent": parent, "lineage": json.dumps(lineage, sort_keys=True),
+            "path": wh.relative(path), "parent": parent, "lineage": json.dumps(lineage, sort_keys=True),
             "valid": json.dumps(valid) if valid else None, "test": json.dumps(test) if test else None,
-            "flow_run_id": flow_run_id, "created_at": datetime.now(timezone.utc)})
+            "training": json.dumps(training) if training else None, "flow_run_id": flow_run_id, "created_at": datetime.now(timezone.utc)})
+        con.commit()
 
 
 def _rows(wh: Warehouse, where: str = "", params: list | None = None) -> list[dict]:
@@ -34,8 +46,9 @@ def _rows(wh: Warehouse, where: str = "", params: list | None = None) -> list[di
     out = []
     for row in rows:
         rec = dict(zip(COLUMNS, row))
-        for key in ("lineage", "valid", "test"):
+        for key in JSON_COLUMNS:
             rec[key] = json.loads(rec[key]) if rec[key] else None
+        rec["path"] = str(wh.absolute(rec["path"]))
         out.append(rec)
     return out
 
@@ -47,6 +60,11 @@ def get(wh: Warehouse, version: str) -> dict | None:
 
 def models(wh: Warehouse, target: str | None = None) -> list[dict]:
     return _rows(wh, "WHERE target = ?", [target]) if target else _rows(wh)
+
+
+def pretrained(wh: Warehouse) -> list[dict]:
+    """Every registered pre-trained model, newest first."""
+    return _rows(wh, "WHERE kind = 'pretrain'")[::-1]
 
 
 def promote(wh: Warehouse, version: str, reason: str) -> dict:
@@ -79,23 +97,3 @@ def promotions(wh: Warehouse) -> dict[str, tuple[str, str]]:
     with wh.reader() as con:
         rows = con.execute("SELECT target, version, reason FROM promotions ORDER BY target").fetchall()
     return {target: (version, reason) for target, version, reason in rows}
-
-
-def choose_for_promotion(results: list[dict]) -> tuple[str, str]:
-    """(version, reason): the best validation Recall@10 among methods whose mean validation
-    score is not below scratch's, so a negatively transferring method is never promoted."""
-    by_method: dict[str, list[dict]] = {}
-    for r in results:
-        by_method.setdefault(r["method"], []).append(r)
-
-    def mean(method: str) -> float:
-        return sum(r["valid"]["recall@10"] for r in by_method[method]) / len(by_method[method])
-
-    floor = mean("scratch") if "scratch" in by_method else float("-inf")
-    eligible = [m for m in by_method if mean(m) >= floor]
-    method = max(eligible, key=mean)
-    best = max(by_method[method], key=lambda r: r["valid"]["recall@10"])
-    dropped = sorted(set(by_method) - set(eligible))
-    reason = (f"{method}: best mean validation Recall@10 ({mean(method):.4f}) over {len(by_method[method])} "
-              f"seed(s)" + (f"; below scratch on validation, not eligible: {', '.join(dropped)}" if dropped else ""))
-    return best["version"], reason

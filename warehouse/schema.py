@@ -35,6 +35,12 @@ PARQUET_TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# Top-k items per user from a target's promoted model (`ant recommend --all`).
+PARQUET_TABLES["recommendations"] = {
+    "domain": "VARCHAR", "user_idx": "INTEGER", "user_id": "VARCHAR", "rank": "INTEGER", "item_idx": "INTEGER",
+    "item_id": "VARCHAR", "score": "FLOAT", "model_version": "VARCHAR", "input": "VARCHAR",
+}
+
 # Frozen item features, one table per modality; `vector` is read back as FLOAT[d].
 FEATURE_TABLES = {"text": "text_features", "image": "image_features", "price": "price_features"}
 for _modality, _table in FEATURE_TABLES.items():
@@ -43,7 +49,7 @@ for _modality, _table in FEATURE_TABLES.items():
         "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
     }
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -90,6 +96,10 @@ MIGRATIONS: dict[int, list[str]] = {
         """INSERT INTO identity (id) SELECT uuid()::VARCHAR""",
     ],
     5: [],  # the `metrics` and `runs` views over the registry (created with every migration)
+    6: [
+        # How each model's training ended: best_epoch, epochs_run, stopped_by (patience | cap).
+        """ALTER TABLE models ADD COLUMN training JSON""",
+    ],
 }
 
 # Views over the tables above; rebuilt with the Parquet views on every publish.
@@ -116,12 +126,13 @@ DERIVED_VIEWS: dict[str, str] = {
             FROM sequences GROUP BY domain),
         cat AS (
             SELECT x.domain, count(*) AS items,
+                   avg((coalesce(i.text, '') <> '')::INT) AS text_coverage,
                    avg((i.price IS NOT NULL)::INT) AS price_coverage,
                    avg((len(coalesce(i.image_urls, [])) > 0)::INT) AS image_coverage
             FROM item_index x LEFT JOIN items i USING (domain, item_id) GROUP BY x.domain)
         SELECT seq.domain, users, items, interactions,
                interactions / (users * items)::DOUBLE AS density,
-               mean_seq_len, price_coverage, image_coverage
+               mean_seq_len, text_coverage, price_coverage, image_coverage
         FROM seq JOIN cat USING (domain) ORDER BY seq.domain""",
     # The registry's metrics in long form: one row per model, split and metric.
     "metrics": """

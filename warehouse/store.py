@@ -20,12 +20,16 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
+from ant_config.errors import UserError
 from warehouse.sql import string_list
 from warehouse.schema import DERIVED_VIEWS, FEATURE_TABLES, MIGRATIONS, PARQUET_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
 LOCK_RETRY_S = 0.2
+# Every connection: extensions never install or load on their own (that would be a network
+# fetch at run time); json and parquet are built in.
+NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 # DuckDB keeps one database instance per file and process: threads of one process (Prefect
 # tasks) must take turns with the file, and never hold read-only and read-write at once.
@@ -38,17 +42,19 @@ def _file_lock(path: Path) -> threading.RLock:
         return _FILE_LOCKS.setdefault(path, threading.RLock())
 
 
-# The run lock is held by a process, not a thread or a flow: the pipeline takes it for the
-# whole run and the flows it calls take it again, so each path has one re-entrant lock.
-_RUN_LOCKS: dict[Path, FileLock] = {}
+# The write lock is held by a process, not a thread or a flow: a stage takes it and the
+# functions it calls may take it again, so each path has one re-entrant lock.
+_WRITE_LOCKS: dict[Path, FileLock] = {}
+# An unpublished Parquet file younger than this may belong to a run still writing it.
+STAGED_GRACE_S = 6 * 3600
 
 
-def _run_lock(path: Path) -> FileLock:
+def _write_lock(path: Path) -> FileLock:
     with _FILE_LOCKS_GUARD:
-        return _RUN_LOCKS.setdefault(path, FileLock(str(path), thread_local=False))
+        return _WRITE_LOCKS.setdefault(path, FileLock(str(path), thread_local=False))
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
 
@@ -77,12 +83,24 @@ class Warehouse:
         self.db_path = self.home / "warehouse.duckdb"
         self.lock_timeout_s = lock_timeout_s
 
+    def relative(self, path: str | Path) -> str:
+        """`path` as stored in the warehouse: relative to the home when inside it."""
+        path = Path(path)
+        try:
+            return str(path.resolve().relative_to(self.home))
+        except ValueError:
+            return str(path)
+
+    def absolute(self, stored: str | Path) -> Path:
+        """A stored path back as an absolute one (relative paths are under the home)."""
+        return self.home / stored
+
     # -- connections -------------------------------------------------------------------------
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
+                return duckdb.connect(str(self.db_path), read_only=read_only, config=NO_EXTENSIONS)
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
@@ -110,10 +128,23 @@ class Warehouse:
             finally:
                 con.close()
 
+    def ensure_home(self) -> None:
+        """Create the home (a clear error when it cannot be: a read-only or virtual file system)."""
+        if self.db_path.exists():
+            return
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            probe = self.home / f".probe-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise WarehouseError(f"cannot write to ANT_HOME {self.home} ({exc.strerror or exc}): "
+                                 f"set ANT_HOME (or `home:` in the config) to a writable directory") from exc
+
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short write connection, schema migrated; keep the work inside it small."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.ensure_home()
         with _file_lock(self.db_path):
             con = self._connect(read_only=False)
             try:
@@ -127,16 +158,18 @@ class Warehouse:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(config={
             "threads": threads, "memory_limit": memory_limit,
-            "temp_directory": str(self.tmp_dir), "preserve_insertion_order": True,
+            "temp_directory": str(self.tmp_dir), "preserve_insertion_order": True, **NO_EXTENSIONS,
         })
 
     @contextlib.contextmanager
-    def run_lock(self, timeout_s: float | None = None) -> Iterator[None]:
-        """Whole-run exclusion between processes: a second run on the same ANT_HOME waits
-        up to `timeout_s` (default: the warehouse's lock timeout), then refuses. Re-entrant
+    def write_lock(self, timeout_s: float | None = None) -> Iterator[None]:
+        """Exclusion between the stages that rewrite data tables (ingest, features, import):
+        a second one on the same ANT_HOME waits up to `timeout_s` (default: the warehouse's
+        lock timeout), then refuses. Training and the registry need no such lock: runs train
+        their own version folders, and registry writes are short transactions. Re-entrant
         within a process."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        lock = _run_lock(self.home / ".run.lock")
+        self.ensure_home()
+        lock = _write_lock(self.home / ".write.lock")
         timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
         if not lock.is_locked:
             log.info("taking the run lock %s (waits up to %.0fs for another run)", lock.lock_file, timeout_s)
@@ -240,14 +273,16 @@ class Warehouse:
     def collect_garbage(self) -> int:
         """Delete Parquet files no table points at (left by crashes or replaced versions).
 
-        Call under `run_lock`, before a run stages new files."""
+        Call under `write_lock`, before a run stages new files. Files younger than
+        `STAGED_GRACE_S` are kept: a command outside the lock (`ant recommend --all`) may be
+        about to publish them."""
         if not self.db_path.exists():
             return 0
         with self.reader() as con:
             live = {self.home / p for (p,) in con.sql("SELECT path FROM parquet_files").fetchall()}
-        removed = 0
+        removed, cutoff = 0, time.time() - STAGED_GRACE_S
         for path in self.parquet_dir.glob("*/*/*.parquet"):
-            if path not in live:
+            if path not in live and path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
         if removed:

@@ -1,0 +1,130 @@
+"""One Prefect API per ANT_HOME for the flow commands, never an orphan.
+
+With `PREFECT_API_URL` set, flows use that server and nothing here runs. Otherwise
+`prefect_api(home)` reuses the server that another command on the same home started, or
+starts one (`python -m flows.server`, its state in `ANT_HOME/prefect/`), and points this
+process at it. Every command using it holds a shared lock on `ANT_HOME/prefect/users.lock`
+for its lifetime; the kernel releases that lock however the command ends (SIGINT, SIGTERM,
+even `kill -9`). The server's watchdog stops the server within a second once it can take the
+lock exclusively, i.e. once no command uses it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from filelock import FileLock
+
+from ant_config.errors import UserError
+
+STARTUP_TIMEOUT_S = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+WATCH_INTERVAL_S = 1.0
+HEALTH_TIMEOUT_S = 2.0
+
+
+class ServerError(UserError, RuntimeError):
+    """The local Prefect API could not be started."""
+
+
+def _state(home: Path) -> Path:
+    folder = Path(home).resolve() / "prefect"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(state: Path) -> str:
+    port = _free_port()
+    log = open(state / "server.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "flows.server", str(state), str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"the local Prefect server exited at start (code {process.returncode}); "
+                              f"see {state / 'server.log'}")
+        if _healthy(url):
+            (state / "server.json").write_text(json.dumps({"url": url, "pid": process.pid}))
+            return url
+        time.sleep(0.2)
+    process.terminate()
+    raise ServerError(f"the local Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f}s; see "
+                      f"{state / 'server.log'} (or set PREFECT_API_URL to a running server)")
+
+
+@contextlib.contextmanager
+def prefect_api(home: str | Path) -> Iterator[str | None]:
+    """Inside: Prefect talks to this home's server (yields its URL; None when PREFECT_API_URL is set)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    state = _state(home)
+    users = open(state / "users.lock", "a")
+    try:
+        fcntl.flock(users, fcntl.LOCK_SH)  # held until this process ends
+        with FileLock(str(state / "start.lock")):
+            known = state / "server.json"
+            url = json.loads(known.read_text())["url"] if known.exists() else None
+            if url is None or not _healthy(url):
+                url = _start(state)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        os.environ["PREFECT_API_URL"] = url  # for worker processes too (a local Dask cluster)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        users.close()  # releases the shared lock; the server stops once no one holds it
+
+
+def _watch(state: Path, server) -> None:
+    """Stop `server` once no command holds the users lock."""
+    users = open(state / "users.lock", "a")
+    while not server.should_exit:
+        time.sleep(WATCH_INTERVAL_S)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        (state / "server.json").unlink(missing_ok=True)  # before anyone can take the lock again
+        server.should_exit = True
+        fcntl.flock(users, fcntl.LOCK_UN)
+
+
+def serve(state: Path, port: int) -> None:
+    """The server process: Prefect's API app under uvicorn, stopped by the watchdog."""
+    os.environ.update({"PREFECT_HOME": str(state), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    import uvicorn
+    from prefect.server.api.server import create_app
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="error",
+                                           lifespan="on"))
+    threading.Thread(target=_watch, args=(state, server), daemon=True).start()
+    server.run()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), int(sys.argv[2]))
