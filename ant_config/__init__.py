@@ -170,7 +170,9 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """One training run; pretrain and adapt each have their own (ant-method.md defaults)."""
 
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(
+        300, ge=1, description="cap; patience ends a run before it. The paper's 100 assumes targets of tens of "
+                               "steps per epoch; on a small target an epoch is one step of batch_size examples")
     batch_size: int = Field(2048, ge=1, description="target positions, i.e. (prefix → next item) examples, "
                                                      "per batch, as RecBole and UniSRec count them")
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -288,7 +290,7 @@ class AtomicImport(_Section):
 
 
 def _pretrain_defaults() -> TrainConfig:
-    return TrainConfig(epochs=300, lr_gamma=0.995)
+    return TrainConfig(lr_gamma=0.995)
 
 
 class AntConfig(_Section):

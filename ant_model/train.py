@@ -44,12 +44,13 @@ class FitResult:
     stopped_by: str  # "patience": converged; "cap": still improving when the epochs ran out
     seconds: float
     targets_per_s: float
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, seconds so far
 
     def summary(self) -> dict:
         """What every training result reports (JSON line, registry, report)."""
+        to_best = next((h["seconds"] for h in self.history if h["epoch"] == self.best_epoch), None)
         return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "stopped_by": self.stopped_by,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "seconds_to_best": to_best and round(to_best, 1)}
 
 
 def seed_everything(cfg: TrainConfig) -> None:
@@ -137,12 +138,13 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         trained = torch.compile(trained)
 
     started, examples, stopped_by = time.monotonic(), 0, "cap"
+    before = history[-1].get("seconds") or 0.0 if history else 0.0  # training time before a resume
     for epoch in range(start, cfg.epochs):
         model.train()
         rng = np.random.default_rng(cfg.seed * 100_003 + epoch)
         batches = training_batches(data.train, cfg.batch_size, model.cfg.max_seq_len, rng, (rank, world))
-        bar = tqdm(batches, desc=f"{data.name} epoch {epoch}", disable=not progress or rank != 0,
-                   leave=False, unit="batch")
+        bar = tqdm(batches, desc=f"{data.name} epoch {epoch}", leave=False, unit="batch",
+                   disable=None if progress and rank == 0 else True)  # None: only on a terminal
         total, steps = 0.0, 0
         for inputs, targets in bar:
             inputs, targets = inputs.to(device), targets.to(device)
@@ -161,7 +163,8 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         scheduler.step()
         valid = rank_targets(model.scorer(features), data.valid, cfg.eval_batch_size,
                              model.cfg.max_seq_len, device).metrics()
-        history.append({"epoch": epoch, "loss": total / max(steps, 1), **valid})
+        history.append({"epoch": epoch, "loss": total / max(steps, 1), **valid,
+                        "seconds": before + time.monotonic() - started})
         improved = valid[SELECT_ON] > best_valid[SELECT_ON]
         if improved:
             best_epoch, best_valid = epoch, valid

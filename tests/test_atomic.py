@@ -90,13 +90,18 @@ def test_long_histories_cut_to_50_are_rebuilt_whole(tmp_path):
     (lambda d: (d / "Scientific.valid.inter").write_text("user\titems\titem\n"), r"valid.inter:1: header"),
 ])
 def test_format_errors_are_clear_and_store_nothing(tmp_path, damage, message):
+    wh = Warehouse(tmp_path / "home")
+    write_atomic(tmp_path / "good")
+    import_atomic(wh, tmp_path / "good", "Scientific", [])  # a published domain to keep
+    before = sorted(wh.parquet_dir.glob("*/*/*.parquet"))
     write_atomic(tmp_path / "data")
     damage(tmp_path / "data")
-    wh = Warehouse(tmp_path / "home")
     with pytest.raises(AtomicFormatError, match=message):
         import_atomic(wh, tmp_path / "data", "Scientific",
                       [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
-    assert not list(wh.parquet_dir.glob("*/*/*.parquet")) if wh.parquet_dir.exists() else True
+    assert sorted(wh.parquet_dir.glob("*/*/*.parquet")) == before  # nothing staged is left behind
+    with wh.reader() as con:
+        assert con.execute("SELECT users, items FROM domain_stats WHERE domain = 'Scientific'").fetchone() == (4, 6)
 
 
 def test_bad_feature_spec_is_a_usage_error(tmp_path):

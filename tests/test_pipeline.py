@@ -94,3 +94,27 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
     before = len(registry.models(wh))
     pipeline(str(path))
     assert len(registry.models(wh)) == before  # nothing new registered
+
+
+def test_an_imported_dataset_is_a_target_of_the_main_job(prefect, pipeline_config, tmp_path):
+    """`imports:` in the config: a processed dataset (here Gift_Cards exported with
+    `export-atomic`, features included) is adapted to like any Amazon category."""
+    from ant_config import load_config
+    from flows.pipeline import pipeline
+    from services.context import Context
+    from services.features import featurize_domain
+    from tests.test_ingest import FIXTURES, ingest_files
+    from warehouse.atomic import export_atomic
+    source = Context.of(load_config(pipeline_config(tmp_path / "source.yaml", home=str(tmp_path / "source"))))
+    src = FIXTURES / "amazon-2018"
+    ingest_files(source.warehouse, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    featurize_domain(source, "Gift_Cards")
+    files = {p.name for p in export_atomic(source.warehouse, "Gift_Cards", tmp_path / "atomic", 50)}
+    assert {"Gift_Cards.train.inter", "Gift_Cards.text.feat", "Gift_Cards.image.feat"} <= files
+    config = pipeline_config(targets=["Gifts"], imports=[{"name": "Gifts", "dir": str(tmp_path / "atomic"), "features": {
+        "text": "Gift_Cards.text.feat:16", "image": "Gift_Cards.image.feat:16", "price": "Gift_Cards.price.feat:64"}}])
+    report = pipeline(str(config))
+    assert "## Gifts" in report and "| relearn" in report
+    with Context.of(load_config(config)).warehouse.reader() as con:
+        assert con.execute("SELECT release, users FROM domains JOIN domain_stats USING (domain) "
+                           "WHERE domain = 'Gifts'").fetchone() == ("atomic", 453)

@@ -304,8 +304,9 @@ def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> 
         f"{idx - 1}\t{' '.join(text.split())}\n" for _, idx, text in items))
     for modality, table in vectors.items():
         if table.num_rows:
-            matrix = np.zeros((len(items), table.column("vector").type.list_size), dtype=np.float32)
-            matrix[table.column("item_idx").to_numpy() - 1] = feature_store.vectors_of(table)
+            vectors = feature_store.vectors_of(table)
+            matrix = np.zeros((len(items), vectors.shape[1]), dtype=np.float32)
+            matrix[table.column("item_idx").to_numpy() - 1] = vectors
             written.append(directory / f"{domain}.{modality}.feat")
             matrix.tofile(written[-1])
     return written

@@ -45,9 +45,13 @@ def stored(wh: Warehouse, domain: str, modality: str) -> tuple[dict[str, int], p
 
 
 def vectors_of(table: pa.Table) -> np.ndarray:
+    """The `vector` column as a [rows, d] float32 matrix. The views type it FLOAT[d] when every
+    domain has one width, else FLOAT[] (a list per row); a table's rows always share one width."""
     column = table.column("vector").combine_chunks()
-    dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    if len(column) == 0:
+        return np.zeros((0, getattr(column.type, "list_size", 0)), dtype=np.float32)
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(column), -1)
 
 
 def write(wh: Warehouse, domain: str, modality: str, item_ids: list[str], encoder_id: str,

