@@ -57,6 +57,8 @@ class Filtering(_Section):
     text_max_chars: int = Field(1000, ge=16, description="bound on the cleaned item text")
     max_images: int = Field(4, ge=0, description="image URLs kept per item")
     price_max: float = Field(100_000.0, gt=0, description="prices above this are treated as junk")
+    rating_min: float = Field(1.0, description="reviews rated outside [rating_min, rating_max] are rejected")
+    rating_max: float = Field(5.0)
 
 
 class Ingest(_Section):
@@ -65,8 +67,10 @@ class Ingest(_Section):
         None, ge=1, description="threads per category; default: CPU cores / parallel_domains")
     duckdb_memory_limit: str = Field("2GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
                                      description='DuckDB memory_limit per category, e.g. "2GB" or "512MiB"')
-    max_line_bytes: int = Field(64 << 20, gt=0, description="longest JSON line accepted")
-
+    max_line_bytes: int = Field(64 << 20, gt=0, description="longer JSON lines are rejected")
+    max_shrink: float = Field(0.5, ge=0, le=1, description="a domain losing more of its interactions than this "
+                                                          "fraction is not published (see allow_shrink)")
+    allow_shrink: bool = Field(False, description="publish a domain even when empty or shrunk (--allow-shrink)")
 
     def threads_per_domain(self) -> int:
         return self.duckdb_threads or max(1, (os.cpu_count() or 1) // self.parallel_domains)

@@ -58,8 +58,9 @@ def peer_python(folder: Path) -> Path:
 
 
 def recbole(python: Path, atomic: Path, dataset: str, seed: int, workdir: Path) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)  # RecBole writes its logs into the working directory
     done = subprocess.run([str(python), str(RUNNER), str(atomic), dataset, str(seed), str(workdir)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, cwd=workdir)
     if done.returncode != 0:
         raise RuntimeError(f"RecBole failed on {dataset} seed {seed}:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])

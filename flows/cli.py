@@ -107,16 +107,20 @@ Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, ..
 def ingest(config: ConfigOpt = None,
            release: Annotated[Optional[str], typer.Option(help="2018 or 2023")] = None,
            domain: Annotated[Optional[list[str]], typer.Option(
-               "--domain", "-d", help="category to ingest (repeatable); default: the config's")] = None) -> None:
+               "--domain", "-d", help="category to ingest (repeatable); default: the config's")] = None,
+           allow_shrink: Annotated[bool, typer.Option(
+               help="publish a domain even when it comes out empty or much smaller than the published one")] = False
+           ) -> None:
     """Download Amazon review files and build clean sequences in the warehouse."""
     try:
-        cfg = load_config(config, release=release)
+        overrides = {"ingest": {"allow_shrink": True}} if allow_shrink else {}
+        cfg = load_config(config, release=release, **overrides)
         from ant_config.releases import check_categories
         check_categories(cfg.release, domain or cfg.categories)  # fail before Prefect or any download starts
         from flows.ingest import ingest as ingest_flow
         from flows.server import prefect_api
         with prefect_api(cfg.home):
-            summaries = ingest_flow(str(config) if config else None, release, domain)
+            summaries = ingest_flow(str(config) if config else None, release, domain, overrides)
     except UserError as exc:
         _fail(exc)
     for s in summaries:

@@ -6,10 +6,11 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from ant_config import load_config
-from ant_config.releases import check_categories
+from ant_config.releases import check_categories, domain_name
 from services.context import Context
 from tasks.caching import in_home
 from tasks.ingest import download_task, import_dataset, ingest_category
+from warehouse.ingest import fingerprint, published_fingerprint
 from warehouse.sources import source_files
 
 
@@ -27,12 +28,13 @@ def ingest_domains(ctx: Context, categories: list[str], imports: bool = True) ->
         window = config.ingest.parallel_domains
         futures = []
         for i, c in enumerate(categories):
-            futures.append(ingest_one.submit(
-                ctx, c, downloads[c]["reviews"], downloads[c]["meta"],
+            files = {kind: f.result() for kind, f in downloads[c].items()}  # a failed download fails as itself
+            # A cached ingest is only right while the warehouse still holds what it published.
+            stale = published_fingerprint(ctx.warehouse, domain_name(config.release, c)) != \
+                fingerprint(files["reviews"], files["meta"], config.filtering)
+            futures.append(ingest_one.with_options(refresh_cache=stale).submit(
+                ctx, c, files["reviews"], files["meta"],
                 wait_for=futures[i - window:i - window + 1] if i >= window else []))
-        for per_category in downloads.values():  # surface a failed download as itself
-            for f in per_category.values():
-                f.result()
         summaries = [f.result().as_dict() for f in futures]
         summaries += [import_one(ctx, spec) for spec in (config.imports_used() if imports else [])]
     create_table_artifact(key="ingest-summary", table=summaries,
@@ -42,10 +44,10 @@ def ingest_domains(ctx: Context, categories: list[str], imports: bool = True) ->
 
 @flow(name="ingest")
 def ingest(config_path: str | None = None, release: str | None = None,
-           domains: list[str] | None = None) -> list[dict]:
+           domains: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
     """Download and ingest `domains` (default: the config's auxiliary + target categories, and
     its imports)."""
-    ctx = Context.of(load_config(config_path, release=release))
+    ctx = Context.of(load_config(config_path, release=release, **(overrides or {})))
     categories = domains or ctx.config.categories
     if not categories and not ctx.config.imports_used():
         raise ValueError("no categories to ingest: name them in the config (auxiliary/targets) "

@@ -5,7 +5,8 @@ Thin wrappers: the work is in `warehouse.download`, `warehouse.ingest` and `ware
 which tests call directly. Retries apply to transient network errors only (a 404 will not heal).
 A download is cached on its URL within one `download.revalidate_after_h` period (the next
 period re-validates it with the host; it also runs again whenever the local file is gone); an
-ingest is cached on the raw files' content and the filtering settings.
+ingest is cached on the raw files' sha256 and the filtering settings, and runs whenever the
+warehouse holds another version of the domain (e.g. after a switch of mirrors and back).
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def _raw_content(parameters: dict) -> list:
       cache_key_fn=keyed("download", _remote_file))
 def download_source(ctx: Context, source: SourceFile) -> DownloadRecord:
     config = ctx.config
-    result = fetch(ctx.warehouse, source.url(config.sources.base_url(source.release)),
-                   raw_path(ctx.warehouse, source.release, source.path),
+    base = config.sources.base_url(source.release)
+    result = fetch(ctx.warehouse, source.url(base), raw_path(ctx.warehouse, source.release, source.path, base),
                    timeout_s=config.download.timeout_s)
     get_run_logger().info("%s: %s, %d bytes in %.1fs", Path(source.path).name, result.status,
                           result.record.size, result.seconds)
@@ -66,7 +67,8 @@ def download_source(ctx: Context, source: SourceFile) -> DownloadRecord:
 def download_task(ctx: Context, source: SourceFile):
     """`download_source` as a run of `ctx` uses it: retried on transient errors, and run
     even within its cache period when the local file is missing."""
-    missing = not raw_path(ctx.warehouse, source.release, source.path).exists()
+    base = ctx.config.sources.base_url(source.release)
+    missing = not raw_path(ctx.warehouse, source.release, source.path, base).exists()
     return in_home(download_source, ctx, refresh_cache=missing,
                    retries=ctx.config.download.retries, retry_delay_seconds=ctx.config.download.retry_delay_s)
 

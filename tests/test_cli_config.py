@@ -46,6 +46,40 @@ def test_sql_is_read_only(home):
     assert out.returncode == 1 and "read-only" in out.stderr.lower()
 
 
+def test_sql_cannot_write_fetch_or_escape(home, tmp_path):
+    """Every way a query wrote or reached out before: refused with one error line, nothing changed."""
+    live = next((home / "parquet" / "items").glob("*/*.parquet"))
+    before = live.read_bytes()
+    (home / "notes.txt").write_text("outside the Parquet folder")
+    attacks = {
+        f"COPY (SELECT 1 AS x) TO '{live}'": "COPY",
+        f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'": "COPY",
+        f"ATTACH '{tmp_path / 'other.duckdb'}' (READ_WRITE)": "ATTACH",
+        f"ATTACH '{tmp_path / 'other.duckdb'}'; CREATE TABLE other.t AS SELECT 1": "exactly one statement",
+        "CREATE TEMP TABLE t AS SELECT 1": "CREATE",
+        "INSTALL vss": "LOAD",
+        "LOAD vss": "LOAD",
+        "CHECKPOINT": "CALL",
+        "SET threads = 1": "SET",
+        "PRAGMA version": "PRAGMA",
+        "SELECT 1; SELECT 2": "exactly one statement",
+        f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{live}'": "EXPLAIN",
+        "SELECT * FROM read_csv('/etc/passwd')": "Permission",
+        f"SELECT * FROM read_text('{home}/parquet/../notes.txt')": "Permission",
+    }
+    for query, message in attacks.items():
+        out = ant("sql", query, env={"ANT_HOME": str(home)})
+        assert out.returncode == 1 and message in out.stderr, (query, out.stderr)
+        assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, (query, out.stderr)
+    assert live.read_bytes() == before and not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "other.duckdb").exists()
+    for query in ("DESCRIBE items", "SHOW TABLES", "SUMMARIZE SELECT price FROM items", "EXPLAIN SELECT 1",
+                  "WITH a AS (SELECT 1 AS x) SELECT x FROM a", "FROM items LIMIT 1",
+                  "SELECT count(*) FROM item_features"):
+        out = ant("sql", query, env={"ANT_HOME": str(home)})
+        assert out.returncode == 0, (query, out.stderr)
+
+
 def test_warehouse_opens_in_the_duckdb_client_and_has_feature_friendly_views(home):
     import duckdb
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)

@@ -2,6 +2,7 @@
 clear errors for missing files and unreachable hosts."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import socket
 
@@ -49,11 +50,12 @@ def test_changed_file_on_server_is_downloaded_again(tmp_path, server, mirror):
     wh = Warehouse(tmp_path / "home")
     dest = wh.raw_dir / "meta.json.gz"
     fetch(wh, f"{server.url}/{META}", dest, progress=False)
-    (mirror / META).write_bytes(b"new content")
+    new = gzip.compress(b'{"asin": "new content"}\n')
+    (mirror / META).write_bytes(new)
     result = fetch(wh, f"{server.url}/{META}", dest, progress=False)
     assert result.status == "downloaded"
-    assert dest.read_bytes() == b"new content"
-    assert lookup(wh, f"{server.url}/{META}").sha256 == hashlib.sha256(b"new content").hexdigest()
+    assert dest.read_bytes() == new
+    assert lookup(wh, f"{server.url}/{META}").sha256 == hashlib.sha256(new).hexdigest()
 
 
 @pytest.mark.parametrize("scheme", ["file://", ""])

@@ -26,7 +26,8 @@ def write_gz(path: Path, lines: list[str]) -> Path:
 
 
 def ingest_files(wh, release, category, reviews: Path, meta: Path, **filtering):
-    recs = {kind: fetch(wh, str(src), raw_path(wh, release, f"{kind}/{src.name}"), progress=False).record
+    recs = {kind: fetch(wh, str(src), raw_path(wh, release, f"{kind}/{src.name}", str(src.parent)),
+                        progress=False).record
             for kind, src in (("reviews", reviews), ("meta", meta))}
     return ingest_domain(wh, release, category, recs["reviews"], recs["meta"],
                          Filtering(**filtering), Ingest())
@@ -120,15 +121,15 @@ def test_truncated_gzip_is_a_clear_error_and_keeps_previous_tables(tmp_path):
     truncated.parent.mkdir()
     data = (src / "Gift_Cards_5.json.gz").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptRawFile, match="Gift_Cards_5.json.gz.*truncated or corrupt.*download it anew"):
+    with pytest.raises(CorruptRawFile, match="Gift_Cards_5.json.gz.*truncated or corrupt.*ends early.*Nothing was kept"):
         ingest_files(wh, "2018", "Gift_Cards", truncated, src / "meta_Gift_Cards.json.gz")
 
     with wh.reader() as con:
         assert con.execute("SELECT * FROM sequences ORDER BY user_idx").fetchall() == before
         assert con.execute("SELECT * FROM parquet_files ORDER BY ALL").fetchall() == files_before
-    raw = raw_path(wh, "2018", "reviews/Gift_Cards_5.json.gz")
-    assert not raw.exists() and raw.with_name(raw.name + ".corrupt").exists()
-    assert lookup(wh, str(truncated)) is None  # the next run downloads it again
+    raw = raw_path(wh, "2018", "reviews/Gift_Cards_5.json.gz", str(truncated.parent))
+    assert not raw.exists() and not list(raw.parent.glob("*.part"))  # the bad copy is not kept
+    assert lookup(wh, str(truncated)) is None  # and not recorded
     assert len(list(wh.parquet_dir.glob("*/*/*.parquet"))) == len(files_before)  # nothing staged left
 
 

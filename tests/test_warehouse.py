@@ -108,3 +108,22 @@ def test_empty_warehouse_views_exist(tmp_path):
     with wh.reader() as con:
         assert con.execute("SELECT count(*) FROM domain_stats").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+
+
+def test_a_moved_or_copied_home_reads_its_own_files(wh, tmp_path):
+    import shutil
+    with wh.reader() as con:
+        expected = con.execute("SELECT * FROM sequences ORDER BY ALL").fetchall()
+    moved = tmp_path / "moved"
+    shutil.move(wh.home, moved)
+    with Warehouse(moved).reader() as con:  # before: "No files found" at the old absolute paths
+        assert con.execute("SELECT * FROM sequences ORDER BY ALL").fetchall() == expected
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    shutil.rmtree(moved / "parquet")  # before: the copy silently read the original's files
+    with Warehouse(copy).reader() as con:
+        assert con.execute("SELECT * FROM sequences ORDER BY ALL").fetchall() == expected
+    # and a plain DuckDB client sees the copy's own files too
+    con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM sequences").fetchone()[0] == len(expected)
+    con.close()

@@ -4,9 +4,14 @@
   so a changed file on the server restarts cleanly instead of splicing two versions.
 * A file downloaded before is re-validated with If-None-Match / If-Modified-Since: an
   unchanged file costs one request (a 304) and no bytes.
-* The finished file is renamed into place atomically; its sha256, size, ETag and
-  Last-Modified go to the `downloads` table.
-* `file://` URLs and plain local directories (mirrors) are copied the same way.
+* The finished file is checked end to end before it is renamed into place: a gzip file must
+  decompress whole, every member's CRC-32 and length matching (DuckDB's reader does not check
+  them, so a flipped bit would be parsed as other data). Its sha256, size, ETag and
+  Last-Modified go to the `downloads` table, and the ingest checks the sha256 again.
+* Each source (base URL) downloads into its own folder, `raw/<release>/<source>/…`, so
+  switching mirrors never mixes their files.
+* `file://` URLs and plain local directories (mirrors) are copied the same way; any other
+  scheme is refused.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from datetime import datetime, timezone
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +36,9 @@ from warehouse.store import Warehouse, upsert
 log = logging.getLogger(__name__)
 
 HASH_BLOCK = 1 << 20
+INFLATE_CHUNK = 16 << 20  # bound on decompressed bytes held at once while verifying
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+REMOTE_SCHEMES = ("http", "https")
 
 
 class DownloadError(UserError, RuntimeError):
@@ -38,6 +47,15 @@ class DownloadError(UserError, RuntimeError):
 
 class TransientDownloadError(DownloadError):
     """A network failure worth retrying; the partial file is kept for resuming."""
+
+
+class CorruptRawFile(UserError, RuntimeError):
+    """A raw file that cannot be decompressed or read to its end, or that changed on disk."""
+
+    def __init__(self, path: Path | str, cause: Exception | str,
+                 advice: str = "It was set aside; run the ingest again to download it anew."):
+        super().__init__(f"{path}: the file is truncated or corrupt ({cause}). {advice}")
+        self.path, self.reason = path, cause
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,30 @@ def sha256_of(path: Path, prefix: hashlib._Hash | None = None) -> hashlib._Hash:
     return digest
 
 
+def verify_raw(path: Path, name: str | None = None) -> str:
+    """The sha256 of `path`, read once; a gzip file (by `name`, default the path's: `.gz`) is
+    also decompressed to its end on the way, every member's CRC-32 and length checked, in
+    bounded memory. Raises CorruptRawFile."""
+    digest = hashlib.sha256()
+    inflater = zlib.decompressobj(GZIP_WBITS) if (name or path.name).endswith(".gz") else None
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(HASH_BLOCK):
+                digest.update(block)
+                while inflater is not None and block:
+                    if inflater.eof:  # the previous member is whole: another one, or zero padding
+                        if not block.strip(b"\0"):
+                            break
+                        inflater = zlib.decompressobj(GZIP_WBITS)
+                    inflater.decompress(block, INFLATE_CHUNK)
+                    block = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise CorruptRawFile(path, f"gzip check failed: {exc}") from exc
+    if inflater is not None and not inflater.eof:
+        raise CorruptRawFile(path, "the gzip stream ends early")
+    return digest.hexdigest()
+
+
 def _local_source(url: str) -> Path | None:
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -75,8 +117,10 @@ def _local_source(url: str) -> Path | None:
     return None
 
 
-def raw_path(warehouse: Warehouse, release: str, relative: str) -> Path:
-    return warehouse.raw_dir / release / relative
+def raw_path(warehouse: Warehouse, release: str, relative: str, base_url: str) -> Path:
+    """Where the file `relative` of the source at `base_url` lives: one folder per source."""
+    source = hashlib.sha256(base_url.rstrip("/").encode()).hexdigest()[:12]
+    return warehouse.raw_dir / release / source / relative
 
 
 def fetch(warehouse: Warehouse, url: str, dest: Path, *, timeout_s: float = 60.0,
@@ -90,8 +134,11 @@ def fetch(warehouse: Warehouse, url: str, dest: Path, *, timeout_s: float = 60.0
     source = _local_source(url)
     if source is not None:
         result = _copy_local(source, dest, previous, warehouse, url)
-    else:
+    elif urlparse(url).scheme in REMOTE_SCHEMES:
         result = _fetch_http(url, dest, previous, warehouse, timeout_s, progress)
+    else:
+        raise DownloadError(f"{url}: unsupported URL scheme {urlparse(url).scheme!r}; use http(s)://, "
+                            f"file:// or a local directory")
     result = DownloadResult(result.record, result.status, result.bytes_transferred,
                             time.monotonic() - started)
     if result.status != "unchanged" or previous is None:
@@ -109,15 +156,26 @@ def _copy_local(source: Path, dest: Path, previous: DownloadRecord | None,
         raise DownloadError(f"{url}: no such file {source}; check the mirror directory and "
                             f"the category name")
     stat = source.stat()
-    validator = str(stat.st_mtime_ns)
-    if previous and previous.size == stat.st_size and previous.last_modified == validator:
+    # Content, not size and time: a mirror file replaced in place may keep both.
+    if previous and previous.size == stat.st_size and previous.sha256 == sha256_of(source).hexdigest() \
+            and sha256_of(warehouse.home / previous.path).hexdigest() == previous.sha256:
         return DownloadResult(previous, "unchanged", 0, 0.0)
     part = dest.with_name(dest.name + ".part")
     shutil.copyfile(source, part)
-    digest = sha256_of(part).hexdigest()
+    digest = _verified(part, url)
     os.replace(part, dest)
-    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest, stat.st_size, None, validator)
+    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest, stat.st_size, None,
+                         str(stat.st_mtime_ns))
     return DownloadResult(rec, "downloaded", stat.st_size, 0.0)
+
+
+def _verified(part: Path, url: str) -> str:
+    """The sha256 of a finished download (`<name>.part`), checked end to end; a corrupt one is deleted."""
+    try:
+        return verify_raw(part, part.name.removesuffix(".part"))
+    except CorruptRawFile as exc:
+        part.unlink(missing_ok=True)
+        raise CorruptRawFile(url, exc.reason, "Nothing was kept; check the source (or try again).") from exc
 
 
 def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse: Warehouse,
@@ -171,7 +229,6 @@ def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_me
     part_meta.write_text(json.dumps({"etag": etag, "last_modified": last_modified}))
     length = response.headers.get("content-length")
     total = offset + int(length) if length is not None else None
-    digest = sha256_of(part) if resumed else hashlib.sha256()
     received = 0
     with open(part, "ab" if resumed else "wb") as out, tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
@@ -179,7 +236,6 @@ def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_me
         try:
             for chunk in response.iter_raw():  # as received: a dropped link loses no bytes
                 out.write(chunk)
-                digest.update(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
         except httpx.TransportError as exc:
@@ -189,10 +245,10 @@ def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_me
     size = part.stat().st_size
     if total is not None and size != total:
         raise TransientDownloadError(f"{url}: got {size} of {total} bytes; will resume")
+    digest = _verified(part, url)
     os.replace(part, dest)
     part_meta.unlink(missing_ok=True)
-    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest.hexdigest(), size,
-                         etag, last_modified)
+    rec = DownloadRecord(url, str(dest.relative_to(warehouse.home)), digest, size, etag, last_modified)
     return DownloadResult(rec, "resumed" if resumed else "downloaded", received, 0.0)
 
 

@@ -16,15 +16,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ant_config import Filtering, Ingest
-from warehouse import parse, sequences
-from warehouse.download import DownloadRecord, invalidate
 from ant_config.releases import domain_name
-from warehouse.store import Warehouse
+from warehouse import parse, sequences
+from warehouse.download import CorruptRawFile, DownloadRecord, invalidate, sha256_of
+from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
 # Bump when the parsing or filtering SQL changes what it produces: every domain re-ingests.
-INGEST_VERSION = 2
+INGEST_VERSION = 3
+
+
+class DomainShrinks(WarehouseError):
+    """A new version of a domain that is empty, or much smaller than the published one."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ def fingerprint(reviews: DownloadRecord, meta: DownloadRecord, filtering: Filter
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def published_fingerprint(wh: Warehouse, domain: str) -> str | None:
+    published = _published(wh, domain)
+    return published[0] if published else None
+
+
 def _published(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
     if not wh.db_path.exists():
         return None
@@ -63,6 +72,25 @@ def _published(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
     return row[0], {k: v or 0 for k, v in zip(keys, row[1:])}
 
 
+def _refuse_shrinking(domain: str, interactions: int, users: int, published: tuple[str, dict] | None,
+                      settings: Ingest, counts: dict) -> None:
+    """Never publish an empty domain, nor one that lost more than `ingest.max_shrink` of its
+    interactions, unless `ingest.allow_shrink` (`ant ingest --allow-shrink`)."""
+    if settings.allow_shrink:
+        return
+    if interactions == 0 or users == 0:
+        raise DomainShrinks(
+            f"{domain}: the new data is empty after filtering ({counts['raw_reviews']} review lines, "
+            f"{counts['rejected']} rejected): nothing was published. Check the raw files (see the rejects "
+            f"of the log), or pass --allow-shrink to publish it anyway")
+    before = published[1]["interactions"] if published else 0
+    if before and interactions < (1 - settings.max_shrink) * before:
+        raise DomainShrinks(
+            f"{domain}: the new data has {interactions} interactions, {1 - interactions / before:.0%} fewer "
+            f"than the published {before} (more than ingest.max_shrink = {settings.max_shrink:.0%}): nothing "
+            f"was published. If the source really shrank, pass --allow-shrink")
+
+
 def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadRecord,
                   meta: DownloadRecord, filtering: Filtering, settings: Ingest) -> DomainSummary:
     domain = domain_name(release, category)
@@ -73,6 +101,11 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
         log.info("%s: raw files and config unchanged, nothing to do", domain)
         return DomainSummary(domain, "unchanged", seconds=time.monotonic() - started, **published[1])
 
+    for record in (reviews, meta):  # the bytes verified at download, still
+        if sha256_of(wh.home / record.path).hexdigest() != record.sha256:
+            aside = invalidate(wh, record.url, wh.home / record.path)
+            raise CorruptRawFile(aside, "its sha256 differs from the one recorded at download: the file "
+                                        "changed on disk")
     staged: dict[str, Path] = {}
     con = wh.scratch(settings.threads_per_domain(), settings.duckdb_memory_limit)
     try:
@@ -84,11 +117,11 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
 
         parse.prepare(con, text_max_chars=filtering.text_max_chars, price_max=filtering.price_max)
         try:
-            parse.parse_reviews(con, release, wh.home / reviews.path,
-                                max_line_bytes=settings.max_line_bytes)
-            parse.parse_meta(con, release, wh.home / meta.path,
-                             max_line_bytes=settings.max_line_bytes, max_images=filtering.max_images)
-        except parse.CorruptRawFile as exc:
+            parse.parse_reviews(con, release, wh.home / reviews.path, max_line_bytes=settings.max_line_bytes,
+                                rating_range=(filtering.rating_min, filtering.rating_max), scratch=wh.tmp_dir)
+            parse.parse_meta(con, release, wh.home / meta.path, max_line_bytes=settings.max_line_bytes,
+                             max_images=filtering.max_images, scratch=wh.tmp_dir)
+        except CorruptRawFile as exc:
             bad = reviews if exc.path == wh.home / reviews.path else meta
             invalidate(wh, bad.url, exc.path)
             raise
@@ -107,6 +140,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
         stage("splits", sequences.splits_sql(seqs))
         users, items_kept, kept = con.execute("SELECT count(DISTINCT u), count(DISTINCT i), count(*) "
                                               "FROM kept").fetchone()
+        _refuse_shrinking(domain, kept, users, published, settings, counts)
     except BaseException:
         for path in staged.values():
             path.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ functions. A line that is not JSON, lacks a key, or has a value of the wrong typ
 """
 from __future__ import annotations
 
+import gzip
 import html
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +17,10 @@ import duckdb
 from duckdb import sqltypes
 import pyarrow as pa
 
-from ant_config.errors import UserError
+from warehouse.download import CorruptRawFile
 from warehouse.sql import literal
 
 SNIPPET_CHARS = 200
-
-
-class CorruptRawFile(UserError, RuntimeError):
-    """A raw file that cannot be decompressed or read to its end."""
-
-    def __init__(self, path: Path, cause: Exception):
-        super().__init__(f"{path}: the file is truncated or corrupt ({cause}). "
-                         f"It was set aside; run the ingest again to download it anew.")
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -80,41 +73,125 @@ def prepare(con: duckdb.DuckDBPyConnection, *, text_max_chars: int, price_max: f
             SELECT CASE WHEN p > 0 AND p <= {float(price_max)} THEN p END FROM v)""")
 
 
+READ_CHUNK = 8 << 20  # decompressed bytes scanned at once when looking for unreadable lines
+
+
+def _open_raw(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _extend(pending: bytes, overlong: bool, piece: bytes, limit: int) -> tuple[bytes, bool]:
+    """The current line with `piece` appended; past `limit` only its start is kept."""
+    if overlong:
+        return pending, True
+    pending += piece
+    return (pending[:SNIPPET_CHARS], True) if len(pending) > limit else (pending, False)
+
+
+def _judge(bad: dict, line: int, text: bytes, overlong: bool, limit: int) -> None:
+    snippet = text[:SNIPPET_CHARS].decode("utf-8", "replace")
+    if overlong:
+        bad[line] = (f"line longer than ingest.max_line_bytes ({limit} bytes)", snippet)
+        return
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad[line] = (f"not UTF-8 ({exc.reason} at byte {exc.start})", snippet)
+
+
+def _all_readable(lines: list[bytes], limit: int) -> bool:
+    try:
+        b"\n".join(lines).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return max(map(len, lines), default=0) <= limit
+
+
+def unreadable_lines(path: Path, max_line_bytes: int) -> dict[int, tuple[str, str]]:
+    """{line: (reason, snippet)} of the lines no text reader can take: invalid UTF-8, or longer
+    than `max_line_bytes`. Streamed in bounded memory (an over-long line is never held whole);
+    lines are looked at one by one only in chunks that hold such a line."""
+    bad: dict[int, tuple[str, str]] = {}
+    line, pending, overlong = 1, b"", False  # the current line: its number, start, and whether too long
+    with _open_raw(path) as f:
+        while chunk := f.read(READ_CHUNK):
+            head, *body = chunk.split(b"\n")
+            pending, overlong = _extend(pending, overlong, head, max_line_bytes)
+            if not body:
+                continue  # the current line goes on in the next chunk
+            _judge(bad, line, pending, overlong, max_line_bytes)
+            complete, tail = body[:-1], body[-1]
+            if not _all_readable(complete, max_line_bytes):
+                for n, text in enumerate(complete, line + 1):
+                    _judge(bad, n, text, len(text) > max_line_bytes, max_line_bytes)
+            line += 1 + len(complete)
+            pending, overlong = _extend(b"", False, tail, max_line_bytes)
+    if pending or overlong:  # a last line without a newline
+        _judge(bad, line, pending, overlong, max_line_bytes)
+    return bad
+
+
+PLACEHOLDER = b"{}"  # stands in for an unreadable line: readable, and a line of its own
+
+
+def readable_copy(path: Path, bad: dict[int, tuple[str, str]], folder: Path) -> Path:
+    """An uncompressed copy of `path` with each unreadable line replaced by a placeholder, so
+    line numbers stay those of the original."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{path.name}.{uuid.uuid4().hex}.readable"
+    line, placed = 1, 0
+    with _open_raw(path) as f, open(copy, "wb") as out:
+        while chunk := f.read(READ_CHUNK):
+            for k, piece in enumerate(chunk.split(b"\n")):
+                if k:  # a newline ended the line before this piece
+                    out.write(b"\n")
+                    line += 1
+                if line not in bad:
+                    out.write(piece)
+                elif placed != line:  # a long bad line spans chunks: one placeholder
+                    out.write(PLACEHOLDER)
+                    placed = line
+    return copy
+
+
 def _lines(path: Path, max_line_bytes: int) -> str:
     """SQL for (line, raw): the file's lines, numbered from 1 in file order."""
     return (f"SELECT row_number() OVER () AS line, raw FROM read_csv({literal(str(path))}, "
             f"columns = {{'raw': 'VARCHAR'}}, delim = '\\x01', quote = '', escape = '', "
-            f"header = false, auto_detect = false, max_line_size = {int(max_line_bytes)})")
+            f"header = false, auto_detect = false, max_line_size = {int(max_line_bytes) + 1})")
 
 
 def _fields_fast(path: Path, fields: list[str], sql_type: str, max_line_bytes: int,
                  numbered: bool) -> str:
-    """Top-level `fields` via DuckDB's JSON reader; fails on any malformed line.
+    """Top-level `fields` via DuckDB's JSON reader; fails on any malformed or unreadable line.
 
     Numbering the rows serialises the scan, so it is done only where row order matters."""
     columns = ", ".join(f"{literal(f)}: {literal(sql_type)}" for f in fields)
     names = ", ".join(f'"{f}"' for f in fields)
     line = "row_number() OVER ()" if numbered else "NULL::BIGINT"
-    return (f"SELECT {line} AS line, NULL::VARCHAR AS raw, false AS malformed, {names} "
-            f"FROM read_json({literal(str(path))}, format = 'newline_delimited', "
+    return (f"SELECT {line} AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS unreadable, false AS malformed, "
+            f"{names} FROM read_json({literal(str(path))}, format = 'newline_delimited', "
             f"columns = {{{columns}}}, maximum_object_size = {int(max_line_bytes)})")
 
 
 def _fields_by_line(path: Path, fields: list[str], sql_type: str, max_line_bytes: int) -> str:
-    """The same columns, line by line: malformed lines become `malformed` rows with a line number."""
+    """The same columns, line by line: malformed lines become `malformed` rows, unreadable ones
+    (the `unreadable` temp table) keep their reason; each with its line number."""
     extract = "json_extract_string" if sql_type == "VARCHAR" else "json_extract"
     paths = ", ".join(literal(f"$.{f}") for f in fields)
     names = ", ".join(f'v[{i + 1}] AS "{f}"' for i, f in enumerate(fields))
-    return (f"SELECT line, raw, v IS NULL AS malformed, {names} FROM (SELECT line, raw, "
-            f"try({extract}(raw, [{paths}])) AS v FROM ({_lines(path, max_line_bytes)}))")
+    return (f"SELECT line, coalesce(u.snippet, raw) AS raw, u.reason AS unreadable, v IS NULL AS malformed, {names} "
+            f"FROM (SELECT line, raw, try({extract}(raw, [{paths}])) AS v FROM ({_lines(path, max_line_bytes)})) "
+            f"LEFT JOIN unreadable u USING (line)")
 
 
 def _parse(con, table: str, path: Path, fields: list[str], sql_type: str, select: str,
-           max_line_bytes: int, numbered: bool) -> None:
+           max_line_bytes: int, numbered: bool, scratch: Path) -> None:
     """Create temp `table` from `select` (which reads `src`) over the file's fields.
 
     Real files are almost always clean, so the fast JSON reader goes first; only a file with
-    malformed lines or rejected rows is read again line by line, to name each bad line."""
+    malformed lines or rejected rows is read again line by line, to name each bad line. Lines
+    no text reader takes (invalid UTF-8, over-long) are found first and read as empty lines."""
     fast = _fields_fast(path, fields, sql_type, max_line_bytes, numbered)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS WITH src AS ({fast}) {select}")
@@ -122,33 +199,55 @@ def _parse(con, table: str, path: Path, fields: list[str], sql_type: str, select
             return
     except duckdb.Error:
         pass
-    slow = _fields_by_line(path, fields, sql_type, max_line_bytes)
+    bad = unreadable_lines(path, max_line_bytes)
+    con.execute("CREATE OR REPLACE TEMP TABLE unreadable (line BIGINT, reason VARCHAR, snippet VARCHAR)")
+    if bad:
+        con.executemany("INSERT INTO unreadable VALUES (?, ?, ?)", [[n, r, t] for n, (r, t) in bad.items()])
+    source = readable_copy(path, bad, scratch) if bad else path
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS WITH src AS ({slow}) {select}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS WITH src AS "
+                    f"({_fields_by_line(source, fields, sql_type, max_line_bytes)}) {select}")
     except (duckdb.IOException, duckdb.InvalidInputException) as exc:
         raise CorruptRawFile(path, exc) from exc
+    finally:
+        if source != path:
+            source.unlink(missing_ok=True)
 
 
-def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int) -> None:
-    """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, reason, snippet)`."""
+def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int, rating_range: tuple[float, float],
+                  scratch: Path) -> None:
+    """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, reason, snippet)`.
+
+    Ids must be non-empty JSON strings without NUL characters, the rating a number within
+    `rating_range`, the time a non-negative integer; any other line is a reject with its reason."""
     f = REVIEW_FIELDS[release]
+    low, high = (float(v) for v in rating_range)
+
+    def identifier(name: str, column: str) -> str:
+        return (f"WHEN {column}_raw IS NULL OR json_type({column}_raw) = 'NULL' OR {column} = '' THEN 'missing {name}' "
+                f"WHEN json_type({column}_raw) <> 'VARCHAR' THEN '{name} is not a string' "
+                f"WHEN contains({column}, chr(0)) THEN '{name} contains a NUL character' ")
     select = f"""
         SELECT line, user_id, item_id, rating, ts,
-               CASE WHEN malformed THEN 'malformed JSON'
-                    WHEN user_id IS NULL OR user_id = '' THEN 'missing {f.user}'
-                    WHEN item_id IS NULL OR item_id = '' THEN 'missing {f.item}'
+               CASE WHEN unreadable IS NOT NULL THEN unreadable
+                    WHEN malformed THEN 'malformed JSON'
+                    {identifier(f.user, "user_id")}
+                    {identifier(f.item, "item_id")}
                     WHEN rating_raw IS NULL THEN 'missing {f.rating}'
                     WHEN rating IS NULL THEN '{f.rating} is not a number'
+                    WHEN NOT rating BETWEEN {low} AND {high} THEN '{f.rating} is outside [{low:g}, {high:g}]'
                     WHEN ts_raw IS NULL THEN 'missing {f.ts}'
                     WHEN ts IS NULL OR ts < 0 THEN '{f.ts} is not a non-negative integer'
                END AS reason,
                CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
-        FROM (SELECT line, raw, malformed, "{f.user}" AS user_id, "{f.item}" AS item_id,
-                     "{f.rating}" AS rating_raw, try_cast("{f.rating}" AS DOUBLE) AS rating,
-                     "{f.ts}" AS ts_raw, try_cast("{f.ts}" AS BIGINT) // {f.ts_per_second} AS ts
+        FROM (SELECT line, raw, unreadable, malformed,
+                     "{f.user}" AS user_id_raw, "{f.user}" ->> '$' AS user_id,
+                     "{f.item}" AS item_id_raw, "{f.item}" ->> '$' AS item_id,
+                     "{f.rating}" AS rating_raw, try_cast("{f.rating}" ->> '$' AS DOUBLE) AS rating,
+                     "{f.ts}" AS ts_raw, try_cast("{f.ts}" ->> '$' AS BIGINT) // {f.ts_per_second} AS ts
               FROM src)"""
-    _parse(con, "parsed_reviews", path, [f.user, f.item, f.rating, f.ts], "VARCHAR", select,
-           max_line_bytes, numbered=False)
+    _parse(con, "parsed_reviews", path, [f.user, f.item, f.rating, f.ts], "JSON", select,
+           max_line_bytes, numbered=False, scratch=scratch)
 
 
 @dataclass(frozen=True)
@@ -182,7 +281,7 @@ META_FIELDS = {
 }
 
 
-def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images: int) -> None:
+def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images: int, scratch: Path) -> None:
     """Create temp table `parsed_items(line, item_id, title, ..., text, reason, snippet)`.
 
     Needs `prepare` first. Repeated item ids are kept here; `items_sql` keeps the first."""
@@ -200,14 +299,18 @@ def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images
                list_transform(coalesce(categories_raw, []), lambda c: clean_text(c)) AS categories,
                price_raw, image_urls,
                clean_text(array_to_string(try_cast(description_raw AS VARCHAR[]), ' ')) AS description,
-               CASE WHEN malformed THEN 'malformed JSON'
-                    WHEN item_id IS NULL OR item_id = '' THEN 'missing {m.item_id}' END AS reason,
+               CASE WHEN unreadable IS NOT NULL THEN unreadable
+                    WHEN malformed THEN 'malformed JSON'
+                    WHEN item_id IS NULL OR item_id = '' THEN 'missing {m.item_id}'
+                    WHEN json_type(item_id_raw) <> 'VARCHAR' THEN '{m.item_id} is not a string'
+                    WHEN contains(item_id, chr(0)) THEN '{m.item_id} contains a NUL character' END AS reason,
                CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
-        FROM (SELECT line, raw, malformed, "{m.item_id}" ->> '$' AS item_id, title ->> '$' AS title_raw,
+        FROM (SELECT line, raw, unreadable, malformed, "{m.item_id}" AS item_id_raw,
+                     "{m.item_id}" ->> '$' AS item_id, title ->> '$' AS title_raw,
                      {m.brand} AS brand_raw, try_cast({m.categories} AS VARCHAR[]) AS categories_raw,
                      {m.price} AS price_raw, {m.image_urls} AS image_urls, description AS description_raw
               FROM (SELECT *, {images} AS imgs FROM src)))"""
-    _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True)
+    _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True, scratch=scratch)
 
 
 def interactions_sql(domain: str) -> str:

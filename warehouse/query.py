@@ -29,7 +29,7 @@ def check(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryRefused(f"cannot parse the query: {exc}") from exc
+        raise QueryRefused(f"cannot parse the query: {str(exc).strip().splitlines()[0]}") from exc
     if len(statements) != 1:
         raise QueryRefused(f"give exactly one statement (got {len(statements)}); `ant sql` is read-only")
     statement = statements[0]
@@ -53,5 +53,5 @@ def read_only_query(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
         try:
             cursor = con.execute(sql)
             return [d[0] for d in cursor.description or []], cursor.fetchall()
-        except duckdb.Error as exc:
-            raise QueryRefused(f"{type(exc).__name__}: {exc}") from exc
+        except duckdb.Error as exc:  # DuckDB's first line says what is wrong; the rest repeats the query
+            raise QueryRefused(str(exc).strip().splitlines()[0]) from exc

@@ -99,6 +99,8 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         # How each model's training ended: best_epoch, epochs_run, stopped_by (patience | cap).
         """ALTER TABLE models ADD COLUMN training JSON""",
+        # Small facts about this file, e.g. the home its views were written for (views_home).
+        """CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
     ],
 }
 

@@ -118,7 +118,8 @@ class Warehouse:
                                  f"(or set ANT_HOME to an existing one)")
         with _file_lock(self.db_path):
             con = self._connect(read_only=True)
-            if self._version(con) < SCHEMA_VERSION:  # an older file: migrate once, then read
+            if self._version(con) < SCHEMA_VERSION or self._views_home(con) != str(self.home):
+                # an older file, or a moved or copied home: migrate and point the views here, then read
                 con.close()
                 with self.writer():
                     pass
@@ -149,6 +150,11 @@ class Warehouse:
             con = self._connect(read_only=False)
             try:
                 self._migrate(con)
+                if self._views_home(con) != str(self.home):
+                    log.info("%s moved or copied: its views now read the Parquet files under it", self.home)
+                    con.begin()
+                    self._create_views(con)
+                    con.commit()
                 yield con
             finally:
                 con.close()
@@ -219,7 +225,16 @@ class Warehouse:
         self._create_views(con)
         con.commit()
 
+    @staticmethod
+    def _views_home(con: duckdb.DuckDBPyConnection) -> str | None:
+        """The home the views' (absolute) Parquet paths were written for."""
+        rows = con.execute("SELECT value FROM settings WHERE key = 'views_home'").fetchall()
+        return rows[0][0] if rows else None
+
     def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Views over the published Parquet files, by absolute path (so any DuckDB client can
+        read them); re-created when the home moves."""
+        upsert(con, "settings", {"key": "views_home", "value": str(self.home)})
         for table, columns in PARQUET_TABLES.items():
             paths = [str(self.home / p) for (p,) in con.execute(
                 "SELECT path FROM parquet_files WHERE table_name = ? ORDER BY domain", [table]).fetchall()]

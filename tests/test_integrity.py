@@ -1,0 +1,131 @@
+"""Data integrity against broken and hostile input: corrupt gzip files are caught before
+anything is parsed, a domain never shrinks or empties silently, mirrors never mix, and every
+bad line is a named reject."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from ant_config import Filtering, Ingest
+from tests.test_ingest import FIXTURES, ingest_files, meta, review, write_gz
+from warehouse.download import CorruptRawFile, DownloadError, fetch, lookup, raw_path
+from warehouse.ingest import DomainShrinks, ingest_domain
+from warehouse.store import Warehouse
+
+GIFT = FIXTURES / "amazon-2018" / "Gift_Cards_5.json.gz"
+GIFT_META = FIXTURES / "amazon-2018" / "meta_Gift_Cards.json.gz"
+
+
+def tables(wh: Warehouse):
+    with wh.reader() as con:
+        return (con.execute("SELECT * FROM parquet_files ORDER BY ALL").fetchall(),
+                con.execute("SELECT * FROM domain_stats ORDER BY ALL").fetchall())
+
+
+@pytest.fixture()
+def published(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    ingest_files(wh, "2018", "Gift_Cards", GIFT, GIFT_META)
+    return wh
+
+
+def test_every_single_bit_flip_is_caught_before_parsing(published, tmp_path):
+    """Of 60 flips DuckDB read 58 without complaint (different line counts, once an empty
+    domain); every one must fail the download, keep nothing and leave the tables as they were."""
+    before = tables(published)
+    data = GIFT.read_bytes()
+    body = data.index(b"\0", 10) + 1  # after the header's file name, which no checksum covers
+    for n, offset in enumerate(range(body, len(data), (len(data) - body) // 60)):
+        flipped = bytearray(data)
+        flipped[offset] ^= 1 << (n % 8)
+        source = tmp_path / f"flip{n}" / "Gift_Cards_5.json.gz"
+        source.parent.mkdir()
+        source.write_bytes(bytes(flipped))
+        with pytest.raises(CorruptRawFile, match="truncated or corrupt"):
+            ingest_files(published, "2018", "Gift_Cards", source, GIFT_META)
+        assert lookup(published, str(source)) is None
+        assert not raw_path(published, "2018", "reviews/Gift_Cards_5.json.gz", str(source.parent)).exists()
+    assert n >= 59
+    assert tables(published) == before
+
+
+def test_a_raw_file_changed_after_download_is_refused(published, tmp_path):
+    before = tables(published)
+    record = fetch(published, str(GIFT), raw_path(published, "2018", "reviews/Gift_Cards_5.json.gz",
+                                                  str(GIFT.parent)), progress=False).record
+    meta_record = lookup(published, str(GIFT_META))
+    path = published.home / record.path
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:1000]))  # valid gzip, other content
+    with pytest.raises(CorruptRawFile, match="sha256 differs from the one recorded at download"):
+        ingest_domain(published, "2018", "Gift_Cards", record, meta_record, Filtering(k_core=4), Ingest())
+    assert lookup(published, str(GIFT)) is None and not path.exists()  # forgotten: the next run downloads it
+    assert tables(published) == before
+
+
+def test_a_shrinking_or_empty_domain_is_not_published_without_allow_shrink(published, tmp_path):
+    before = tables(published)
+    lines = gzip.decompress(GIFT.read_bytes()).decode().splitlines()
+    fewer = write_gz(tmp_path / "few" / "Gift_Cards_5.json.gz", lines[: len(lines) // 5])
+    with pytest.raises(DomainShrinks, match="fewer than the published 2941.*--allow-shrink"):
+        ingest_files(published, "2018", "Gift_Cards", fewer, GIFT_META, k_core=2)
+    assert tables(published) == before
+    assert not [p for p in published.parquet_dir.glob("*/*/*.parquet")
+                if str(p.relative_to(published.home)) not in {r[2] for r in before[0]}]  # nothing staged left
+    rec = {kind: fetch(published, str(src), raw_path(published, "2018", f"{kind}/{src.name}", str(src.parent)),
+                       progress=False).record for kind, src in (("reviews", fewer), ("meta", GIFT_META))}
+    summary = ingest_domain(published, "2018", "Gift_Cards", rec["reviews"], rec["meta"], Filtering(k_core=2),
+                            Ingest(allow_shrink=True))
+    assert summary.status == "ingested" and 0 < summary.interactions < 2941 // 2
+
+    # valid lines whose 5-core is empty: refused even for a new domain
+    sparse = write_gz(tmp_path / "sparse" / "Software_5.json.gz", [review(f"u{n}", f"I{n}", n) for n in range(50)])
+    metas = write_gz(tmp_path / "sparse" / "meta_Software.json.gz", [meta(f"I{n}") for n in range(50)])
+    with pytest.raises(DomainShrinks, match="empty after filtering.*50 review lines"):
+        ingest_files(published, "2018", "Software", sparse, metas)
+    with published.reader() as con:
+        assert con.execute("SELECT count(*) FROM domains WHERE domain = 'Software'").fetchone()[0] == 0
+
+
+def test_bad_lines_of_every_kind_are_named_rejects(tmp_path):
+    good = [review(f"u{u}", item, u * 10 + n) for u in range(3) for n, item in enumerate("ABC")]
+    lines = [line.encode() for line in good] + [
+        b'{"reviewerID": "u\xff\xfe", "asin": "A", "overall": 5, "unixReviewTime": 1}',          # not UTF-8
+        json.dumps({"reviewerID": {"id": 7}, "asin": "A", "overall": 5, "unixReviewTime": 1}).encode(),
+        json.dumps({"reviewerID": "u\u0000x", "asin": "A", "overall": 5, "unixReviewTime": 1}).encode(),
+        json.dumps({"reviewerID": "u9", "asin": "A", "overall": 1e308, "unixReviewTime": 1}).encode(),
+        json.dumps({"reviewerID": "u9", "asin": "A", "overall": -3, "unixReviewTime": 1}).encode(),
+        json.dumps({"reviewerID": "u9", "asin": ["A"], "overall": 4, "unixReviewTime": 1}).encode(),
+        b'{"reviewerID": "' + b"x" * 5000 + b'", "asin": "A", "overall": 5, "unixReviewTime": 1}',  # too long
+    ]
+    reviews = tmp_path / "src" / "Software_5.json.gz"
+    reviews.parent.mkdir()
+    # the last line is an over-long one without a newline, as a cut-off file would end
+    reviews.write_bytes(gzip.compress(b"\n".join(lines) + b'\n{"reviewerID": "' + b"y" * 5000))
+    metas = write_gz(tmp_path / "src" / "meta_Software.json.gz",
+                     [meta(i) for i in "ABC"] + [json.dumps({"asin": {"x": 1}, "title": "object id"})])
+    wh = Warehouse(tmp_path / "home")
+    rec = {kind: fetch(wh, str(src), raw_path(wh, "2018", f"{kind}/{src.name}", str(src.parent)),
+                       progress=False).record for kind, src in (("reviews", reviews), ("meta", metas))}
+    summary = ingest_domain(wh, "2018", "Software", rec["reviews"], rec["meta"], Filtering(k_core=1),
+                            Ingest(max_line_bytes=1000))
+    assert summary.users == 3 and summary.interactions == 9
+    with wh.reader() as con:
+        rejects = con.execute("SELECT line, reason FROM rejects WHERE file LIKE '%Software_5%' ORDER BY line").fetchall()
+        meta_rejects = con.execute("SELECT line, reason FROM rejects WHERE file LIKE '%meta_%'").fetchall()
+    assert rejects == [
+        (10, "not UTF-8 (invalid start byte at byte 17)"), (11, "reviewerID is not a string"),
+        (12, "reviewerID contains a NUL character"), (13, "overall is outside [1, 5]"),
+        (14, "overall is outside [1, 5]"), (15, "asin is not a string"),
+        (16, "line longer than ingest.max_line_bytes (1000 bytes)"),
+        (17, "line longer than ingest.max_line_bytes (1000 bytes)")]
+    assert meta_rejects == [(4, "asin is not a string")]
+
+
+def test_only_http_https_and_local_sources_are_fetched(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    for url in ("ftp://127.0.0.1/Gift_Cards_5.json.gz", "gopher://127.0.0.1/x"):
+        with pytest.raises(DownloadError, match="unsupported URL scheme") as info:
+            fetch(wh, url, wh.raw_dir / "x.json.gz", progress=False)
+        assert type(info.value) is DownloadError  # final: never retried as transient
