@@ -99,13 +99,33 @@ class ImageEncoderConfig(_Section):
 
 
 class ImageFetchConfig(_Section):
-    concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(2, ge=0, description="per image, on timeouts and 5xx only")
+    """How product images are fetched (warehouse/images.py): fast, bounded, and only from where
+    product images live. Image URLs come from downloaded metadata, i.e. from whoever serves it."""
+
+    concurrency: int = Field(256, ge=1, description="requests in flight")
+    per_host: int = Field(64, ge=1, description="requests in flight to one host")
+    timeout_s: float = Field(10.0, gt=0, description="connect / read timeout")
+    deadline_s: float = Field(30.0, gt=0, description="total time for one image, redirects included")
+    retries: int = Field(2, ge=0, description="per image, on timeouts, 429 and 5xx only")
+    retry_backoff_s: float = Field(0.5, ge=0, description="first backoff, doubled per retry")
+    max_retry_after_s: float = Field(60.0, ge=0, description="longest Retry-After honoured")
+    max_redirects: int = Field(3, ge=0)
     max_bytes: int = Field(10 << 20, gt=0, description="larger files are refused")
     max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard")
+    inflight_bytes: int = Field(256 << 20, gt=0, description="bytes held at once, downloading or decoding")
+    decode_workers: int = Field(2, ge=1, description="processes decoding and checking images")
+    commit_every_s: float = Field(5.0, gt=0, description="fetch results are recorded at least this often")
+    allowed_hosts: list[str] = Field(
+        ["images-amazon.com", "ssl-images-amazon.com", "media-amazon.com"],
+        description="image hosts (and their subdomains) that may be fetched; url_rewrite targets are trusted too")
     # Prefix rewrites for image URLs, e.g. {"https://images-na.ssl-images-amazon.com/": "http://mirror/"}.
     url_rewrite: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "ImageFetchConfig":
+        if self.max_bytes > self.inflight_bytes:
+            raise ValueError(f"max_bytes {self.max_bytes} must not exceed inflight_bytes {self.inflight_bytes}")
+        return self
 
 
 class PriceEncoderConfig(_Section):

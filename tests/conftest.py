@@ -8,6 +8,7 @@ import mimetypes
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from email.utils import formatdate
@@ -30,6 +31,15 @@ import yaml  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATEGORIES_2018 = ("Gift_Cards", "Magazine_Subscriptions")
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the image fetcher opens hundreds of connections at once
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away is no error
+            super().handle_error(request, client_address)
 
 
 class FixtureServer:
@@ -85,7 +95,7 @@ class FixtureServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

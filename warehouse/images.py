@@ -1,23 +1,42 @@
-"""Product images: fetched once, checked, kept in a content-addressed cache.
+"""Product images: fetched once, safely and fast, checked, kept in a content-addressed cache.
 
 `ANT_HOME/images/<sha256[:2]>/<sha256>` holds each distinct image once; the `image_fetches`
-table maps every URL ever tried to its file or to the reason it failed. Checks before an image
-is accepted: HTTP status, an image content type, a size cap (streamed, so a huge file is cut
-off early), a pixel cap read from the header before decoding (decompression bombs), and a
-full decode (truncated or corrupt files). Timeouts and 5xx answers are retried, then
-recorded as transient so the next run tries again; other failures are final.
+table maps every URL ever tried to its file or to the reason it failed.
+
+Image URLs come from downloaded metadata, i.e. from whoever serves it, so a URL is fetched
+only if (each redirect hop checked again, at most `max_redirects`):
+- its scheme is http or https (anything else is a final failure);
+- its host is one of `allowed_hosts` (or a subdomain), or the URL was rewritten by
+  `url_rewrite`, whose targets the user chose and are trusted;
+- every address its host resolves to is public (no loopback, private, link-local, reserved,
+  multicast or unspecified address); the connection then goes to the checked address, so a
+  second DNS answer cannot swap it (TLS still verifies the host name).
+Failures are recorded by category ("refused: …", "unreachable", "HTTP 404", …), never with
+network details, so the table is no port-scan oracle.
+
+Fast and bounded: one asyncio client (HTTP/2 where offered), `concurrency` requests in flight
+(`per_host` per host), 429/503 retried after their Retry-After, a `deadline_s` per image, at
+most `inflight_bytes` held at once, decoding and checks (type, size, pixel cap against
+decompression bombs, full decode) in `decode_workers` processes. Results are committed every
+`commit_every_s`, so a crash loses at most that much work; a re-run skips what is recorded.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import ipaddress
 import logging
+import multiprocessing
 import os
-import threading
+import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from PIL import Image
@@ -27,7 +46,13 @@ from warehouse.store import Warehouse, upsert
 
 log = logging.getLogger(__name__)
 
-RETRY_BACKOFF_S = 0.5
+SCHEMES = ("http", "https")
+REDIRECTS = (301, 302, 303, 307, 308)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+PROGRESS_EVERY_S = 10.0
+
+# host → addresses; the default asks the system resolver (tests pass their own)
+Resolver = Callable[[str], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
@@ -40,9 +65,9 @@ class ImageFetch:
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, transient: bool = False):
+    def __init__(self, reason: str, transient: bool = False, retry_after: float | None = None):
         super().__init__(reason)
-        self.reason, self.transient = reason, transient
+        self.reason, self.transient, self.retry_after = reason, transient, retry_after
 
 
 def image_path(wh: Warehouse, sha256: str) -> Path:
@@ -50,7 +75,7 @@ def image_path(wh: Warehouse, sha256: str) -> Path:
 
 
 def check_image(data: bytes, max_pixels: int) -> str | None:
-    """Why `data` is not a usable image, or None."""
+    """Why `data` is not a usable image, or None (runs in a decoding process)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
@@ -64,61 +89,240 @@ def check_image(data: bytes, max_pixels: int) -> str | None:
     return None
 
 
-def _rewrite(url: str, rules: dict[str, str]) -> str:
+async def system_resolver(host: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified or not ip.is_global)
+
+
+def _rewrite(url: str, rules: dict[str, str]) -> tuple[str, bool]:
+    """(URL to fetch, whether a user's rewrite rule made it, i.e. it is trusted)."""
     for prefix, replacement in rules.items():
         if url.startswith(prefix):
-            return replacement + url[len(prefix):]
-    return url
+            return replacement + url[len(prefix):], True
+    return url, False
 
 
-def _download(client: httpx.Client, url: str, cfg: ImageFetchConfig) -> bytes:
-    try:
-        with client.stream("GET", url) as r:
-            if r.status_code >= 500 or r.status_code == 429:
-                raise _Refused(f"HTTP {r.status_code}", transient=True)
-            if r.status_code != 200:
-                raise _Refused(f"HTTP {r.status_code}")
-            kind = r.headers.get("content-type", "")
-            if not kind.startswith("image/"):
-                raise _Refused(f"content type {kind or 'missing'!r} is not an image")
-            data = bytearray()
-            for chunk in r.iter_bytes():
-                data += chunk
-                if len(data) > cfg.max_bytes:
-                    raise _Refused(f"larger than the cap of {cfg.max_bytes} bytes")
-            return bytes(data)
-    except httpx.TimeoutException as exc:
-        raise _Refused(f"timeout after {cfg.timeout_s}s", transient=True) from exc
-    except httpx.TransportError as exc:
-        raise _Refused(f"{type(exc).__name__}: {exc}", transient=True) from exc
+class _Budget:
+    """At most `total` bytes reserved at once. A download reserves its whole size (or the cap)
+    before reading its body and never grows beyond it, so waiting never deadlocks."""
+
+    def __init__(self, total: int):
+        self.free, self.cond = total, asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+
+    async def give(self, n: int) -> None:
+        async with self.cond:
+            self.free += n
+            self.cond.notify_all()
 
 
-def _fetch_one(wh: Warehouse, client: httpx.Client, url: str, cfg: ImageFetchConfig) -> ImageFetch:
-    target = _rewrite(url, cfg.url_rewrite)
-    for attempt in range(cfg.retries + 1):
+class Fetcher:
+    def __init__(self, wh: Warehouse, cfg: ImageFetchConfig, resolver: Resolver = system_resolver):
+        self.wh, self.cfg, self.resolver = wh, cfg, resolver
+        self.trusted = {urlsplit(t).netloc.lower() for t in cfg.url_rewrite.values()}
+        self.addresses: dict[str, list[str]] = {}  # one answer per host and run, then pinned
+
+    # -- policy ------------------------------------------------------------------------------
+    def _allowed_host(self, host: str) -> bool:
+        return any(host == h or host.endswith("." + h) for h in self.cfg.allowed_hosts)
+
+    async def _target(self, url: str, trusted: bool) -> tuple[str, dict, dict]:
+        """(URL to connect to, headers, extensions) for one hop, or _Refused (final)."""
+        parts = urlsplit(url)
+        if parts.scheme not in SCHEMES:
+            raise _Refused(f"refused: scheme {parts.scheme or '(none)'!r} (only http and https)")
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise _Refused("refused: no host")
+        if trusted or parts.netloc.lower() in self.trusted:
+            return url, {}, {}
+        if not self._allowed_host(host):
+            raise _Refused(f"refused: host {host} is not an allowed image host")
         try:
-            data = _download(client, target, cfg)
-            break
-        except _Refused as refused:
-            if not refused.transient or attempt == cfg.retries:
-                return ImageFetch(url, None, None, refused.reason, refused.transient)
-            time.sleep(RETRY_BACKOFF_S * (attempt + 1))
-    reason = check_image(data, cfg.max_pixels)
-    if reason:
-        return ImageFetch(url, None, len(data), reason, False)
+            if host not in self.addresses:
+                self.addresses[host] = [host] if _is_ip(host) else await self.resolver(host)
+        except (OSError, UnicodeError):
+            raise _Refused("unreachable", transient=True) from None
+        addresses = self.addresses[host]
+        if not addresses or not all(public_address(a) for a in addresses):
+            raise _Refused(f"refused: {host} resolves to a non-public address")
+        pinned = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+        netloc = f"{pinned}:{parts.port}" if parts.port else pinned
+        return (urlunsplit(parts._replace(netloc=netloc)), {"Host": parts.netloc},
+                {"sni_hostname": host} if parts.scheme == "https" else {})
+
+    # -- one image ---------------------------------------------------------------------------
+    async def _download(self, client: httpx.AsyncClient, url: str, trusted: bool, budget: _Budget
+                        ) -> tuple[bytes, int]:
+        """(body, bytes reserved in `budget`); the caller gives the reservation back."""
+        for _ in range(self.cfg.max_redirects + 1):
+            target, headers, extensions = await self._target(url, trusted)
+            request = client.build_request("GET", target, headers=headers, extensions=extensions)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TimeoutException:
+                raise _Refused(f"timeout after {self.cfg.timeout_s}s", transient=True) from None
+            except httpx.TransportError:
+                raise _Refused("unreachable", transient=True) from None
+            try:
+                status = response.status_code
+                if status in REDIRECTS and "location" in response.headers:
+                    url, trusted = urljoin(url, response.headers["location"]), False  # checked again
+                    continue
+                if status in RETRY_STATUSES:
+                    raise _Refused(f"HTTP {status}", transient=True, retry_after=_retry_after(response))
+                if status != 200:
+                    raise _Refused(f"HTTP {status}")
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("image/"):
+                    raise _Refused(f"content type {kind or 'missing'!r} is not an image")
+                declared = int(response.headers.get("content-length") or self.cfg.max_bytes)
+                if declared > self.cfg.max_bytes:
+                    raise _Refused(f"larger than the cap of {self.cfg.max_bytes} bytes")
+                await budget.take(declared)
+                try:
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > declared:
+                            raise _Refused(f"larger than the cap of {self.cfg.max_bytes} bytes"
+                                           if declared == self.cfg.max_bytes else "longer than its Content-Length")
+                except BaseException:
+                    await budget.give(declared)
+                    raise
+                return bytes(data), declared
+            except httpx.TimeoutException:
+                raise _Refused(f"timeout after {self.cfg.timeout_s}s", transient=True) from None
+            except httpx.TransportError:
+                raise _Refused("unreachable", transient=True) from None
+            finally:
+                await response.aclose()
+        raise _Refused(f"refused: more than {self.cfg.max_redirects} redirects")
+
+    async def _fetch_one(self, client, url: str, decode: ProcessPoolExecutor, budget: _Budget,
+                         hosts: dict[str, asyncio.Semaphore]) -> ImageFetch:
+        target, trusted = _rewrite(url, self.cfg.url_rewrite)
+        host = urlsplit(target).netloc.lower()
+        gate = hosts.setdefault(host, asyncio.Semaphore(self.cfg.per_host))
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                async with gate:  # the deadline counts from the first byte sent, not the wait for a slot
+                    async with asyncio.timeout(self.cfg.deadline_s):
+                        data, held = await self._download(client, target, trusted, budget)
+                break
+            except TimeoutError:
+                return ImageFetch(url, None, None, f"exceeded the deadline of {self.cfg.deadline_s}s", False)
+            except _Refused as refused:
+                if not refused.transient or attempt == self.cfg.retries:
+                    return ImageFetch(url, None, None, refused.reason, refused.transient)
+                wait = self.cfg.retry_backoff_s * 2 ** attempt
+                if refused.retry_after is not None:
+                    wait = min(refused.retry_after, self.cfg.max_retry_after_s)
+                await asyncio.sleep(wait)
+        try:
+            reason = await asyncio.get_running_loop().run_in_executor(decode, check_image, data, self.cfg.max_pixels)
+            if reason:
+                return ImageFetch(url, None, len(data), reason, False)
+            sha = await asyncio.to_thread(_store, self.wh, data)
+        finally:
+            await budget.give(held)
+        return ImageFetch(url, sha, len(data), None, False)
+
+    # -- many images ---------------------------------------------------------------------------
+    async def run(self, urls: list[str]) -> list[ImageFetch]:
+        cfg = self.cfg
+        results: list[ImageFetch] = []
+        pending: list[ImageFetch] = []
+        budget, hosts, slots = _Budget(cfg.inflight_bytes), {}, asyncio.Semaphore(cfg.concurrency)
+        started = last_commit = last_log = time.monotonic()
+
+        async def one(url: str) -> None:
+            async with slots:
+                result = await self._fetch_one(client, url, decode, budget, hosts)
+            results.append(result)
+            pending.append(result)
+
+        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+        timeout = httpx.Timeout(cfg.timeout_s)
+        context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        with ProcessPoolExecutor(cfg.decode_workers, mp_context=context) as decode:
+            async with httpx.AsyncClient(http2=True, limits=limits, timeout=timeout, follow_redirects=False,
+                                         trust_env=False) as client:
+                tasks = [asyncio.create_task(one(u)) for u in urls]
+                while tasks:
+                    done, _ = await asyncio.wait(tasks, timeout=1.0)
+                    tasks = [t for t in tasks if t not in done]
+                    for t in done:
+                        t.result()  # an unexpected error surfaces here
+                    now = time.monotonic()
+                    if pending and (now - last_commit >= cfg.commit_every_s or not tasks):
+                        batch, pending[:] = list(pending), []
+                        await asyncio.to_thread(record, self.wh, batch)
+                        last_commit = now
+                    if now - last_log >= PROGRESS_EVERY_S or not tasks:
+                        rate = len(results) / max(now - started, 1e-9)
+                        log.info("images: %d/%d fetched (%.0f/s, ETA %.0fs)", len(results), len(urls), rate,
+                                 (len(urls) - len(results)) / max(rate, 1e-9))
+                        last_log = now
+        return results
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _store(wh: Warehouse, data: bytes) -> str:
     sha = hashlib.sha256(data).hexdigest()
     path = image_path(wh, sha)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{sha}.{threading.get_ident()}.part")
+        tmp = path.with_name(f"{sha}.{os.getpid()}.{id(data)}.part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    return ImageFetch(url, sha, len(data), None, False)
+    return sha
 
 
-def fetch_images(wh: Warehouse, urls: list[str], cfg: ImageFetchConfig) -> dict[str, ImageFetch]:
-    """Every URL's outcome; URLs fetched (or finally refused) before are not fetched again."""
-    urls = list(dict.fromkeys(urls))
+def record(wh: Warehouse, fetched: list[ImageFetch]) -> None:
+    """Upsert fetch outcomes into `image_fetches` in one transaction."""
+    with wh.writer() as con:
+        con.begin()
+        for f in fetched:
+            upsert(con, "image_fetches", {"url": f.url, "sha256": f.sha256, "bytes": f.bytes,
+                                          "reason": f.reason, "transient": f.transient})
+        con.commit()
+
+
+def known_fetches(wh: Warehouse, urls: list[str]) -> dict[str, ImageFetch]:
+    """Recorded outcomes of `urls` that need no new attempt (not transient, file present)."""
     known: dict[str, ImageFetch] = {}
     if wh.db_path.exists() and urls:
         with wh.reader() as con:
@@ -127,29 +331,22 @@ def fetch_images(wh: Warehouse, urls: list[str], cfg: ImageFetchConfig) -> dict[
             for row in con.execute("SELECT url, sha256, bytes, reason, transient FROM image_fetches "
                                    "JOIN wanted USING (url) WHERE NOT transient").fetchall():
                 known[row[0]] = ImageFetch(*row)
-    todo = [u for u in urls if u not in known or
-            (known[u].sha256 and not image_path(wh, known[u].sha256).exists())]
+    return {u: f for u, f in known.items() if not f.sha256 or image_path(wh, f.sha256).exists()}
+
+
+def fetch_images(wh: Warehouse, urls: list[str], cfg: ImageFetchConfig,
+                 resolver: Resolver = system_resolver) -> dict[str, ImageFetch]:
+    """Every URL's outcome; URLs fetched (or finally refused) before are not fetched again."""
+    urls = list(dict.fromkeys(urls))
+    known = known_fetches(wh, urls)
+    todo = [u for u in urls if u not in known]
     if not todo:
         return known
-    started, fetched = time.monotonic(), []
-    limits = httpx.Limits(max_connections=cfg.concurrency)
-    with httpx.Client(timeout=cfg.timeout_s, follow_redirects=True, limits=limits) as client, \
-            ThreadPoolExecutor(cfg.concurrency) as pool:
-        for n, result in enumerate(pool.map(lambda u: _fetch_one(wh, client, u, cfg), todo), 1):
-            fetched.append(result)
-            if n % 500 == 0 or n == len(todo):
-                rate = n / max(time.monotonic() - started, 1e-9)
-                log.info("images: %d/%d fetched (%.0f/s, ETA %.0fs)", n, len(todo), rate,
-                         (len(todo) - n) / max(rate, 1e-9))
-    with wh.writer() as con:
-        con.begin()
-        for f in fetched:
-            upsert(con, "image_fetches", {"url": f.url, "sha256": f.sha256, "bytes": f.bytes,
-                                          "reason": f.reason, "transient": f.transient})
-        con.commit()
+    fetcher = Fetcher(wh, cfg, resolver)
+    with ThreadPoolExecutor(1) as runner:  # its own event loop, whatever the caller runs in
+        fetched = runner.submit(asyncio.run, fetcher.run(todo)).result()
     failed = sum(f.sha256 is None for f in fetched)
-    log.info("images: %d fetched, %d failed, %d known from earlier runs", len(fetched) - failed,
-             failed, len(known))
+    log.info("images: %d fetched, %d failed, %d known from earlier runs", len(fetched) - failed, failed, len(known))
     return {**known, **{f.url: f for f in fetched}}
 
 
