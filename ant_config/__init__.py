@@ -205,6 +205,10 @@ class TrainConfig(_Section):
     lr_gamma: float = Field(0.99, gt=0, le=1, description="StepLR gamma, per epoch")
     grad_clip: float | None = Field(5.0, gt=0)
     align_weight: float = Field(0.001, ge=0, description="weight of L_align (pretraining)")
+    max_logits: int = Field(1 << 26, ge=1, description="full softmax: logits held at once (sets its memory)")
+    sampled_softmax_above: int = Field(
+        500_000, ge=1, description="catalogues larger than this train on sampled negatives (logQ-corrected)")
+    negatives: int = Field(8192, ge=1, description="sampled negatives per step, by popularity^0.75")
     patience: int = Field(10, ge=1, description="epochs without a better validation R@10")
     eval_batch_size: int = Field(1024, ge=1)
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA only")

@@ -8,7 +8,7 @@ from torch import nn
 
 from ant_config import ModelConfig
 from ant_model.items import ItemEncoder
-from ant_model.losses import alignment_infonce, distinct_targets, full_softmax, in_batch_infonce
+from ant_model.losses import alignment_infonce, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
 from ant_model.sequence import SequenceEncoder
 
 
@@ -51,24 +51,41 @@ class ANT(nn.Module):
         items = self.all_items(features, device)
         return lambda histories: self.scores(self.user_vectors(items, histories), items)
 
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Row i of `users` against row i of `items` [N]."""
+        if self.cfg.scoring == "dot":
+            return (users * items).sum(-1)
+        return (F.normalize(users, dim=-1) * F.normalize(items, dim=-1)).sum(-1) / self.cfg.temperature
+
     def forward(self, features: dict[str, torch.Tensor], has_image: torch.Tensor | None,
-                inputs: torch.Tensor, targets: torch.Tensor, objective: str,
-                align_weight: float = 0.0) -> torch.Tensor:
+                inputs: torch.Tensor, targets: torch.Tensor, objective: str, align_weight: float = 0.0,
+                max_logits: int = 1 << 62, negatives: torch.Tensor | None = None,
+                log_q: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of a batch, every position of every sequence at once.
 
         objective "full": softmax over the whole catalogue (target domains), all item vectors
-        computed once per step. "in_batch": InfoNCE against the batch's distinct targets
-        (pre-training), only the batch's items encoded, plus `align_weight` * L_align."""
+        computed once per step, at most `max_logits` logits at once. "sampled": the same
+        against the sampled `negatives` (item ids) with the logQ correction `log_q`, only the
+        batch's and the negatives' items encoded. "in_batch": InfoNCE against the batch's
+        distinct targets (pre-training), only the batch's items encoded, plus `align_weight` *
+        L_align."""
         mask = targets != 0
         if objective == "full":
             items = self.all_items(features, inputs.device)
-            return full_softmax(self.scores(self.states(items, inputs)[mask], items), targets[mask])
-        ids = torch.unique(torch.cat([inputs.new_zeros(1), inputs.flatten(), targets.flatten()]))
+            return full_softmax(self.states(items, inputs)[mask], targets[mask], items, self.scores, max_logits)
+        extra = [negatives] if objective == "sampled" else []
+        ids = torch.unique(torch.cat([inputs.new_zeros(1), inputs.flatten(), targets.flatten(), *extra]))
         local_inputs = torch.searchsorted(ids, inputs.contiguous())
         local_targets = torch.searchsorted(ids, targets.contiguous())
         items, parts = self.encode_items(features, ids)
+        states = self.states(items, local_inputs)[mask]
+        if objective == "sampled":
+            local = local_targets[mask]
+            return sampled_softmax(self.pair_scores(states, items[local]),
+                                   self.scores(states, items[torch.searchsorted(ids, negatives)]),
+                                   targets[mask], negatives, log_q)
         distinct, label = distinct_targets(local_targets[mask])
-        loss = in_batch_infonce(self.scores(self.states(items, local_inputs)[mask], items[distinct]), label)
+        loss = in_batch_infonce(self.scores(states, items[distinct]), label)
         if align_weight and "image" in parts and "text" in parts and has_image is not None:
             loss = loss + align_weight * alignment_infonce(
                 parts["image"][distinct], parts["text"][distinct], has_image[ids[distinct]], self.cfg.temperature)

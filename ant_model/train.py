@@ -3,8 +3,8 @@
 Each user's sequence is trained once per epoch with the loss at every position (the causal
 mask makes this the objective of training on every prefix); a batch holds about `batch_size`
 target positions, padded to its own longest sequence, and item vectors are computed once per
-step. Model selection keeps the epoch with the best validation Recall@10 (with patience); a
-run that ends at its epoch cap instead says so, since it has not converged. Training resumes
+step. Model selection keeps the last epoch with the best validation Recall@10 (with patience);
+a run that ends at its epoch cap instead says so, since it has not converged. Training resumes
 from the last checkpoint after a crash. Runs under `torchrun` with DistributedDataParallel
 unchanged.
 """
@@ -70,6 +70,17 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+NEGATIVE_POWER = 0.75  # popularity^0.75: frequent items sampled more, rare ones still seen (word2vec's)
+
+
+def negative_distribution(data: DomainData) -> torch.Tensor:
+    """Sampling probabilities of the items as negatives (padding never drawn)."""
+    counts = np.bincount(np.concatenate(data.train), minlength=data.n_items + 1).astype(np.float64) + 1.0
+    counts[0] = 0.0
+    weights = counts ** NEGATIVE_POWER
+    return torch.from_numpy(weights / weights.sum()).float()
+
+
 def _param_groups(model: ANT, lr: float, lr_scale: dict[str, float]) -> list[dict]:
     """Trainable parameters, those under a `lr_scale` prefix at `lr` × its factor."""
     groups: dict[float, list] = {}
@@ -104,6 +115,10 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
     model.to(device)
     features = data.tensors(device)
     has_image = torch.from_numpy(data.has["image"]).to(device) if "image" in data.has else None
+    q = log_q = None
+    if objective == "full" and data.n_items > cfg.sampled_softmax_above:  # too large to score whole
+        objective, q = "sampled", negative_distribution(data).to(device)
+        log_q = q.clamp(min=1e-30).log()
     params = [p for p in model.parameters() if p.requires_grad]
     opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(_param_groups(model, cfg.lr, lr_scale or {}), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,8 +163,10 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         total, steps = 0.0, 0
         for inputs, targets in bar:
             inputs, targets = inputs.to(device), targets.to(device)
+            negatives = torch.multinomial(q, cfg.negatives, replacement=True) if objective == "sampled" else None
             with autocast(device, cfg.amp, enabled=amp):
-                loss = trained(features, has_image, inputs, targets, objective, cfg.align_weight)
+                loss = trained(features, has_image, inputs, targets, objective, cfg.align_weight, cfg.max_logits,
+                               negatives, log_q)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -165,7 +182,9 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                              model.cfg.max_seq_len, device).metrics()
         history.append({"epoch": epoch, "loss": total / max(steps, 1), **valid,
                         "seconds": before + time.monotonic() - started})
-        improved = valid[SELECT_ON] > best_valid[SELECT_ON]
+        # A tie counts as progress (as RecBole's early stopping counts it): validation Recall@10
+        # moves in steps of 1/users, so equal values are common while the model still improves.
+        improved = valid[SELECT_ON] >= best_valid[SELECT_ON]
         if improved:
             best_epoch, best_valid = epoch, valid
             best_state = copy.deepcopy(model.state_dict())

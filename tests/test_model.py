@@ -14,7 +14,7 @@ from ant_model.adaptors import LinearExpert, MoEAdaptor, WhiteningExpert
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
-from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce
+from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
 from ant_model.model import ANT
 from ant_model.strategies import build, pretrain
 from ant_model.train import fit
@@ -102,7 +102,7 @@ def test_in_batch_infonce_masks_copies_of_the_positive():
 def test_full_softmax_never_predicts_padding():
     users, items = torch.randn(2, 8), torch.randn(4, 8)
     items[0] = users[0] * 100  # padding row would win if it were a candidate
-    loss = full_softmax(cosine_logits(users, items, 0.07), torch.tensor([1, 2]))
+    loss = full_softmax(users, torch.tensor([1, 2]), items, lambda u, i: cosine_logits(u, i, 0.07))
     logits = cosine_logits(users, items[1:], 0.07)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])))
 
@@ -261,3 +261,38 @@ def test_merge_offsets_items_per_domain(bench):
     second = aux[1].train[0]
     assert np.array_equal(merged.train[len(aux[0].train)], second + aux[0].n_items)
     assert np.array_equal(merged.features["text"][aux[0].n_items + 1], aux[1].features["text"][1])
+
+
+def test_chunked_softmax_equals_the_whole_one_gradients_too():
+    torch.manual_seed(0)
+    users, items = torch.randn(37, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
+    targets = torch.randint(1, 50, (37,))
+    score = lambda u, i: cosine_logits(u, i, 0.07)  # noqa: E731
+    whole = full_softmax(users, targets, items, score)
+    grads = torch.autograd.grad(whole, [users, items])
+    chunked = full_softmax(users, targets, items, score, max_logits=50 * 5)  # 5 rows of logits at a time
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    for g, h in zip(grads, torch.autograd.grad(chunked, [users, items])):
+        assert torch.allclose(g, h, atol=1e-6)
+    manual = torch.nn.functional.cross_entropy(score(users, items)[:, 1:], targets - 1)
+    assert torch.allclose(whole, manual, atol=1e-6)
+
+
+def test_sampled_softmax_corrects_for_the_sampling_and_masks_accidental_hits():
+    positive, negative = torch.tensor([2.0, 1.0]), torch.tensor([[1.0, 0.5], [3.0, 0.0]])
+    target_ids, negative_ids = torch.tensor([4, 7]), torch.tensor([7, 9])
+    log_q = torch.log(torch.tensor([0, .1, .1, .1, .2, .1, .1, .2, .05, .05]))
+    loss = sampled_softmax(positive, negative, target_ids, negative_ids, log_q)
+    row0 = torch.tensor([2.0 - log_q[4], 1.0 - log_q[7], 0.5 - log_q[9]])
+    row1 = torch.tensor([1.0 - log_q[7], 0.0 - log_q[9]])  # item 7 is row 1's own target: masked
+    expected = (-row0.log_softmax(0)[0] - row1.log_softmax(0)[0]) / 2
+    assert torch.allclose(loss, expected)
+
+
+def test_a_large_catalogue_trains_on_sampled_negatives(bench):
+    _, target = bench
+    cfg = QUICK.model_copy(update={"epochs": 3, "sampled_softmax_above": 10, "negatives": 16})
+    model = ANT(target.feature_dims, SMALL, target.n_items)
+    result = fit(model, target, cfg, "full", progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert target.n_items > 10 and all(np.isfinite(losses)) and losses[-1] < losses[0]
