@@ -149,6 +149,7 @@ class Features(_Section):
     fetch: ImageFetchConfig = ImageFetchConfig()
     price: PriceEncoderConfig = PriceEncoderConfig()
     device: str = Field("auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
+    chunk_items: int = Field(65536, ge=1, description="items encoded and written at once (bounds memory)")
 
 
 class ModelConfig(_Section):

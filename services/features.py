@@ -1,18 +1,22 @@
 """Frozen item features for one domain: text, image and price vectors into the warehouse.
 
 For each modality the input of every item is hashed; items whose hash and encoder id match
-the stored row keep their vector, only the rest are encoded.
+the stored row keep their vector, only the rest are encoded. The work streams in chunks of
+`features.chunk_items`, so memory does not grow with the domain.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ant_config import ImageEncoderConfig, TextEncoderConfig
 from encoders.image import ImageEncoder
@@ -21,7 +25,6 @@ from encoders.text import TextEncoder
 from services.context import Context
 from warehouse import features as store
 from warehouse.images import fetch_images, image_path
-from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -51,77 +54,84 @@ def image_encoder(cfg: ImageEncoderConfig, device: str) -> ImageEncoder:
     return ImageEncoder(cfg, device)
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
+            encode: Callable[[pa.RecordBatch, np.ndarray], np.ndarray], inputs: Path):
+    """(new file or None when nothing changed, summary), streamed in `features.chunk_items`
+    chunks: stored vectors whose encoder and input hash still match are kept, `encode(batch,
+    rows)` gives the vectors of the batch's other rows that have an input."""
+    wh, started = ctx.warehouse, time.monotonic()
+    old = store.stored(wh, domain, modality)
+    total = pq.ParquetFile(inputs).metadata.num_rows
+    if old is not None and store.reusable(wh, inputs, old, encoder_id) == (total, total):
+        with_feature = pq.read_table(inputs, columns=["has"]).column("has").to_numpy(zero_copy_only=False).sum()
+        return None, FeatureSummary(domain, modality, encoder_id, total, 0, total, int(with_feature),
+                                    time.monotonic() - started)
+    encoded = reused = with_feature = 0
+    with store.FeatureWriter(wh, domain, modality) as writer:
+        for batch in store.input_batches(inputs, ctx.config.features.chunk_items):
+            ids, hashes = batch.column("item_id").to_pylist(), batch.column("content_hash").to_pylist()
+            has = batch.column("has").to_numpy(zero_copy_only=False)
+            previous = store.previous_vectors(wh, old, batch, encoder_id) if old is not None else {}
+            vectors = np.zeros((len(ids), dim), dtype=np.float32)
+            keep = np.array([previous.get(item, ("",))[0] == h for item, h in zip(ids, hashes)], dtype=bool)
+            for row in np.flatnonzero(keep):
+                vectors[row] = previous[ids[row]][1]
+            todo = np.flatnonzero(~keep & has)
+            if len(todo):
+                vectors[todo] = encode(batch, todo)
+            writer.write(ids, encoder_id, hashes, has, vectors)
+            encoded, reused, with_feature = encoded + len(todo), reused + int(keep.sum()), with_feature + int(has.sum())
+            log.info("%s %s: %d/%d items (%d encoded, %d reused)", domain, modality, encoded + reused, total,
+                     encoded, reused)
+    summary = FeatureSummary(domain, modality, encoder_id, total, encoded, reused, with_feature,
+                             time.monotonic() - started)
+    return writer.path, summary
 
 
-def _update(wh: Warehouse, domain: str, modality: str, encoder_id: str, dim: int,
-            item_ids: list[str], hashes: list[str], has: np.ndarray,
-            encode: Callable[[np.ndarray], np.ndarray]):
-    """(new file or None when nothing changed, summary). `encode(indices)` gives the vectors
-    of the items at `indices` (only items with `has` are asked for)."""
-    started = time.monotonic()
-    vectors = np.zeros((len(item_ids), dim), dtype=np.float32)
-    reuse = np.zeros(len(item_ids), dtype=bool)
-    previous = store.stored(wh, domain, modality)
-    if previous is not None:
-        rows, table = previous
-        old_enc, old_hash = table.column("encoder_id").to_pylist(), table.column("content_hash").to_pylist()
-        old_vectors = store.vectors_of(table)
-        for i, (item, h) in enumerate(zip(item_ids, hashes)):
-            r = rows.get(item)
-            if r is not None and old_enc[r] == encoder_id and old_hash[r] == h:
-                reuse[i] = True
-                vectors[i] = old_vectors[r]
-        if reuse.all() and len(rows) == len(item_ids):
-            return None, FeatureSummary(domain, modality, encoder_id, len(item_ids), 0, len(item_ids),
-                                        int(has.sum()), time.monotonic() - started)
-    todo = np.flatnonzero(~reuse & has)
-    if len(todo):
-        vectors[todo] = encode(todo)
-    path = store.write(wh, domain, modality, item_ids, encoder_id, hashes, has, vectors)
-    summary = FeatureSummary(domain, modality, encoder_id, len(item_ids), len(todo),
-                             int(reuse.sum()), int(has.sum()), time.monotonic() - started)
-    log.info("%s %s: %d encoded, %d reused, %d of %d items have one", domain, modality,
-             summary.encoded, summary.reused, summary.with_feature, summary.items)
-    return path, summary
+def _rows(column: pa.Array, idx: np.ndarray) -> list:
+    """The values of `column` at `idx`, as Python objects."""
+    return column.take(pa.array(idx)).to_pylist()
+
+
+@contextlib.contextmanager
+def _staged(wh, domain: str, modality: str) -> Iterator[Path]:
+    """The staged inputs of one modality, deleted afterwards."""
+    path = store.stage_inputs(wh, domain, modality)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
-    wh = ctx.warehouse
-    cfg = ctx.config.features
-    items = store.catalogue(wh, domain)
-    item_ids = items.column("item_id").to_pylist()
-    files, summaries = {}, []
-
-    rows = {}
-    if "text" in cfg.modalities:
-        texts = items.column("text").to_pylist()
-        text = text_encoder(cfg.text, cfg.device)
-        files["text_features"], s = _update(wh, domain, "text", text.id, text.dim, item_ids, [_sha(t) for t in texts],
-                                            np.array([bool(t) for t in texts], dtype=bool),
-                                            lambda idx: text.encode([texts[i] for i in idx]))
-        summaries.append(s)
-    if "image" in cfg.modalities:
-        urls = items.column("image_urls").to_pylist()
-        fetched = fetch_images(wh, [u for us in urls for u in us], cfg.fetch)
-        shas = [[fetched[u].sha256 for u in us if fetched[u].sha256] for us in urls]
-        image = image_encoder(cfg.image, cfg.device)
-        files["image_features"], s = _update(
-            wh, domain, "image", image.id, image.dim, item_ids,
-            [_sha("|".join(s)) for s in shas], np.array([bool(s) for s in shas], dtype=bool),
-            lambda idx: image.encode_items([[image_path(wh, h) for h in shas[i]] for i in idx])[0])
-        summaries.append(s)
-    if "price" in cfg.modalities:
-        prices = np.array([np.nan if p is None else p for p in items.column("price").to_pylist()], dtype=float)
-        price = PriceEncoder(cfg.price).fit(prices)
-        encoded, has_price = price.encode(prices)
-        files["price_features"], s = _update(wh, domain, "price", price.id, price.dim, item_ids,
-                                             [repr(p) for p in prices], has_price, lambda idx: encoded[idx])
-        summaries.append(s)
-        rows["price_encoders"] = store.price_encoder_row(domain, price.id, price.state())
-
-    changed = {table: p for table, p in files.items() if p is not None}
-    if changed:
-        wh.publish(domain, changed, rows)
+    """Encode what changed in `domain` for every configured modality, then publish the new files
+    of the domain together."""
+    wh, cfg = ctx.warehouse, ctx.config.features
+    files, rows, summaries = {}, {}, []
+    if "image" in cfg.modalities:  # fetch first: the image inputs are the fetched files
+        fetch_images(wh, store.image_urls(wh, domain), cfg.fetch)
+    for modality in cfg.modalities:
+        with _staged(wh, domain, modality) as inputs:
+            if modality == "text":
+                text = text_encoder(cfg.text, cfg.device)
+                encoder_id, dim = text.id, text.dim
+                encode = lambda batch, idx, text=text: text.encode(  # noqa: E731
+                    _rows(batch.column("input"), idx))
+            elif modality == "image":
+                image = image_encoder(cfg.image, cfg.device)
+                encoder_id, dim = image.id, image.dim
+                encode = lambda batch, idx, image=image: image.encode_items(  # noqa: E731
+                    [[image_path(wh, h) for h in shas] for shas in _rows(batch.column("input"), idx)])[0]
+            else:
+                price = PriceEncoder(cfg.price).fit(store.prices(inputs))
+                encoder_id, dim = price.id, price.dim
+                encode = lambda batch, idx, price=price: price.encode(  # noqa: E731
+                    batch.column("input").to_numpy(zero_copy_only=False).astype(float)[idx])[0]
+                rows["price_encoders"] = store.price_encoder_row(domain, price.id, price.state())
+            path, summary = _update(ctx, domain, modality, encoder_id, dim, encode, inputs)
+        summaries.append(summary)
+        if path is not None:
+            files[f"{modality}_features"] = path
+    if files:
+        wh.publish(domain, files, rows)
     return summaries

@@ -202,3 +202,31 @@ def test_features_of_a_domain_not_ingested_is_a_clear_error(prefect, tmp_path, w
         pass
     with pytest.raises(WarehouseError, match="not ingested yet: Gift_Cards, Magazine_Subscriptions"):
         features(str(path))
+
+
+def test_streaming_in_small_chunks_writes_what_one_pass_writes(gift_cards, tmp_path):
+    wh, config, _ = gift_cards
+    featurize_domain(Context.of(config), "Gift_Cards")
+    other = Warehouse(tmp_path / "chunked")
+    src = FIXTURES / "amazon-2018"
+    ingest_files(other, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    chunked = config.model_copy(update={"home": other.home, "features": config.features.model_copy(
+        update={"chunk_items": 7})})
+    summaries = featurize_domain(Context.of(chunked), "Gift_Cards")  # images come from the cache of fetches
+    assert [s.encoded for s in summaries] == [147, summaries[1].with_feature, summaries[2].with_feature]
+
+    def vectors(home):
+        with Warehouse(home).reader() as con:
+            return {r[0]: r[1:] for r in con.execute(
+                "SELECT item_id, has_text, has_image, has_price, text::FLOAT[], image::FLOAT[], price::FLOAT[], "
+                "text_encoder, image_encoder, price_encoder FROM item_features ORDER BY item_idx").fetchall()}
+    one, many = vectors(wh.home), vectors(other.home)
+    assert one.keys() == many.keys()
+    for item in one:
+        assert one[item][:3] == many[item][:3] and one[item][6:] == many[item][6:], item
+        for a, b in zip(one[item][3:6], many[item][3:6]):
+            assert np.allclose(a, b, atol=1e-5), item
+    with other.reader() as con:  # one row group per chunk of 7 items
+        path = other.home / con.execute("SELECT path FROM parquet_files WHERE table_name = 'text_features'").fetchone()[0]
+    import pyarrow.parquet as pq
+    assert pq.ParquetFile(path).num_row_groups == -(-147 // 7)

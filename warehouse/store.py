@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from ant_config.errors import UserError
@@ -241,7 +242,7 @@ class Warehouse:
             if paths:
                 cols = [f"{c}::{t} AS {c}" for c, t in columns.items()]
                 if table in FEATURE_TABLES.values():
-                    cols[-1] = f"vector::{self._vector_type(con, paths)} AS vector"
+                    cols[-1] = f"vector::{self._vector_type(paths)} AS vector"
                 body = f"SELECT {', '.join(cols)} FROM read_parquet({string_list(paths)})"
             else:
                 body = ("SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
@@ -251,13 +252,13 @@ class Warehouse:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
 
     @staticmethod
-    def _vector_type(con: duckdb.DuckDBPyConnection, paths: list[str]) -> str:
-        """FLOAT[d] when every file has one width (so array_cosine_similarity works), else FLOAT[]."""
-        dims = con.execute(f"SELECT DISTINCT len(vector) FROM read_parquet({string_list(paths)}) "
-                           f"WHERE vector IS NOT NULL").fetchall()
+    def _vector_type(paths: list[str]) -> str:
+        """FLOAT[d] when every file has one width (so array_cosine_similarity works), else FLOAT[].
+        Read from the files' schemas, not their data."""
+        dims = {pq.read_schema(p).field("vector").type.list_size for p in paths}
         if len(dims) == 1:
-            return f"FLOAT[{dims[0][0]}]"
-        log.warning("feature vectors of several widths %s: exposed as FLOAT[]", sorted(d for (d,) in dims))
+            return f"FLOAT[{dims.pop()}]"
+        log.warning("feature vectors of several widths %s: exposed as FLOAT[]", sorted(dims))
         return "FLOAT[]"
 
     # -- Parquet tables ------------------------------------------------------------------------
