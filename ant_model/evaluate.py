@@ -69,17 +69,20 @@ class Evaluation:
 
 @torch.inference_mode()
 def rank_targets(score: Scorer, examples: list[tuple[np.ndarray, int]], batch_size: int,
-                 max_len: int, device: torch.device | str = "cpu") -> Evaluation:
+                 max_len: int, device: torch.device | str = "cpu",
+                 exclude: list[np.ndarray] | None = None) -> Evaluation:
     """Where each example's target falls among all items, the whole history excluded.
 
-    `score` sees the last `max_len` history items; the exclusion covers all of them."""
+    `score` sees the last `max_len` history items; the exclusion covers all of them (or, to
+    reproduce another tool's protocol, the items of `exclude`, one array per example)."""
     greater, ties = [], []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
+        masked = exclude[start:start + batch_size] if exclude is not None else [h for h, _ in chunk]
         scores = score(history_batch([h for h, _ in chunk], max_len).to(device)).float()
         targets = torch.tensor([t for _, t in chunk], device=scores.device)
         target_scores = scores.gather(1, targets[:, None])
-        seen = pad([np.append(h, [0, t]) for h, t in chunk]).to(scores.device)  # history, padding, target
+        seen = pad([np.append(m, [0, t]) for m, (_, t) in zip(masked, chunk)]).to(scores.device)  # + padding, target
         scores.scatter_(1, seen, float("-inf"))
         tolerance = target_scores.abs().clamp(min=1.0) * torch.finfo(scores.dtype).eps * TIE_ULPS
         distance = scores - target_scores

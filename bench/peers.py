@@ -13,9 +13,10 @@
    all, per implementation (mean ± std over seeds), and our/RecBole ratios.
 
 Target: within 5% of RecBole on R@10 and N@10 averaged over the seeds, in at most 1/5 of its
-wall time to its best epoch. The evaluation differs in one detail: RecBole masks the items of
-the training targets, so the first item of each history stays rankable; we mask the whole
-history (as ant-method.md specifies).
+wall time to its best epoch. The two protocols differ in one detail: RecBole masks the items
+of the training targets, so the first item of each history stays rankable; we mask the whole
+history (as ant-method.md specifies). Our model is therefore also scored with RecBole's
+masking, and that row is the one compared.
 """
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ import numpy as np
 
 from ant_config import load_config
 from ant_config.protocol import METRICS
+from ant_model import checkpoint
+from ant_model.evaluate import rank_targets
 from services.context import Context
 from services.planning import adapt_plan
-from services.training import run_adapt
+from services.training import domain_data, run_adapt
+from warehouse import registry
 from warehouse.atomic import export_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,8 +71,14 @@ def recbole(python: Path, atomic: Path, dataset: str, seed: int, workdir: Path) 
     return {**out.pop("test"), **out}
 
 
-def ours(ctx: Context, dataset: str, seed: int) -> dict:
-    return run_adapt(ctx, adapt_plan(ctx, dataset, "sasrec", seed))
+def ours(ctx: Context, dataset: str, seed: int) -> tuple[dict, dict]:
+    """(our result, its test metrics under RecBole's masking: the first history item stays rankable)."""
+    result = run_adapt(ctx, adapt_plan(ctx, dataset, "sasrec", seed))
+    model, meta = checkpoint.load(Path(registry.get(ctx.warehouse, result["version"])["path"]))
+    data = domain_data(ctx, dataset, {})
+    test = rank_targets(model.scorer({}), data.test, 1024, model.cfg.max_seq_len,
+                        exclude=[h[1:] for h, _ in data.test])
+    return result, {**result, **test.metrics()}
 
 
 def row(name: str, runs: list[dict]) -> str:
@@ -99,12 +109,13 @@ def main() -> None:
         atomic = home / "atomic"
         export_atomic(ctx.warehouse, dataset, atomic / dataset, ctx.config.model.max_seq_len)
         theirs = [recbole(python, atomic, dataset, s, home / "recbole" / dataset / str(s)) for s in args.seeds]
-        mine = [ours(ctx, dataset, s) for s in args.seeds]
-        ratio = {m: np.mean([r[m] for r in mine]) / max(np.mean([r[m] for r in theirs]), 1e-9)
+        mine, alike = zip(*(ours(ctx, dataset, s) for s in args.seeds))
+        ratio = {m: np.mean([r[m] for r in alike]) / max(np.mean([r[m] for r in theirs]), 1e-9)
                  for m in ("recall@10", "ndcg@10", "seconds_to_best")}
         print(row(f"{dataset} / RecBole 1.2.1 SASRec", theirs))
-        print(row(f"{dataset} / ours (sasrec)", mine))
-        print(f"| {dataset}: ours / RecBole | R@10 {ratio['recall@10']:.3f}, N@10 {ratio['ndcg@10']:.3f}, "
+        print(row(f"{dataset} / ours (sasrec), RecBole's masking", alike))
+        print(row(f"{dataset} / ours (sasrec), whole history masked", mine))
+        print(f"| {dataset}: ours / RecBole, same masking | R@10 {ratio['recall@10']:.3f}, N@10 {ratio['ndcg@10']:.3f}, "
               f"time to best {ratio['seconds_to_best']:.3f} |" + " |" * (len(COLUMNS) - 1), flush=True)
 
 
