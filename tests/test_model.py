@@ -2,6 +2,7 @@
 strategies (what relearn freezes and re-initialises), checkpoints and resuming."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -239,7 +240,30 @@ def test_checkpoint_round_trip_and_clear_errors(bench, tmp_path):
     (tmp_path / "ck" / checkpoint.MODEL_FILE).write_bytes(b"not safetensors")
     with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors"):
         checkpoint.load(tmp_path / "ck")
-    assert not list((tmp_path / "ck").glob("*.pt")) and not list((tmp_path / "ck").glob("*.pkl"))
+    for damage, message in ((lambda m: m.pop("feature_dims"), "'feature_dims' is missing"),
+                            (lambda m: m["model"].update(width="wide"), "invalid model description"),
+                            (lambda m: m.update(n_items=-3), "'n_items' is missing or not a positive integer")):
+        checkpoint.save(tmp_path / "bad", model, {"feature_dims": target.feature_dims, "n_items": target.n_items})
+        meta = json.loads((tmp_path / "bad" / checkpoint.META_FILE).read_text())
+        damage(meta)
+        (tmp_path / "bad" / checkpoint.META_FILE).write_text(json.dumps(meta))
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            checkpoint.load(tmp_path / "bad")
+
+
+def test_a_damaged_last_checkpoint_starts_the_run_over(bench, tmp_path):
+    _, target = bench
+    cfg = QUICK.model_copy(update={"epochs": 2})
+    fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", tmp_path / "run", progress=False)
+    optimizer = tmp_path / "run" / "last" / checkpoint.OPTIM_FILE
+    optimizer.write_bytes(optimizer.read_bytes()[:100])  # truncated, as a crash mid-write would leave it
+    again = fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg.model_copy(update={"epochs": 3}),
+                "full", tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in again.history] == [0, 1, 2]  # started over, with a warning, not a traceback
+    meta = tmp_path / "run" / "last" / checkpoint.META_FILE
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "history"}))
+    assert fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", tmp_path / "run",
+               progress=False).epochs_run == 2
 
 
 def test_training_resumes_from_the_last_checkpoint(bench, tmp_path):

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from ant_config.errors import UserError
@@ -255,6 +254,7 @@ class Warehouse:
     def _vector_type(paths: list[str]) -> str:
         """FLOAT[d] when every file has one width (so array_cosine_similarity works), else FLOAT[].
         Read from the files' schemas, not their data."""
+        import pyarrow.parquet as pq  # only publishing needs it: `ant sql` starts without pyarrow
         dims = {pq.read_schema(p).field("vector").type.list_size for p in paths}
         if len(dims) == 1:
             return f"FLOAT[{dims.pop()}]"
