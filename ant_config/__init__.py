@@ -211,6 +211,9 @@ class TrainConfig(_Section):
         500_000, ge=1, description="catalogues larger than this train on sampled negatives (logQ-corrected)")
     negatives: int = Field(8192, ge=1, description="sampled negatives per step, by popularity^0.75")
     patience: int = Field(10, ge=1, description="epochs without a better validation R@10")
+    min_patience_steps: int = Field(
+        100, ge=0, description="patience covers at least this many optimizer steps: on a small target an epoch "
+                               "is one step, and 10 noisy steps are no evidence of convergence")
     eval_batch_size: int = Field(1024, ge=1)
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA only")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")

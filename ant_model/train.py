@@ -197,7 +197,8 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                 if improved:
                     checkpoint.save(checkpoint_dir / "best", model, meta)
                 checkpoint.save(last_dir, model, meta, optimizer)
-        if epoch - best_epoch >= cfg.patience:
+        patience = max(cfg.patience, -(-cfg.min_patience_steps // max(steps, 1)))  # epochs, at least that many steps
+        if epoch - best_epoch >= patience:
             stopped_by = "patience"
             break
     if stopped_by == "cap":

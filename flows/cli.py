@@ -28,7 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FLOW_COMMANDS = ("ingest", "features", "run")
+FLOW_COMMANDS = ("ingest", "features", "run", "demo")
 _verbose = False
 
 
@@ -150,12 +150,8 @@ def features(config: ConfigOpt = None,
                    f"{s['encoded']} encoded, {s['reused']} unchanged ({s['encoder_id']})")
 
 
-@app.command()
-def run(config: ConfigOpt = None, modalities: Modalities = None) -> None:
-    """The end-to-end pipeline: ingest, features, pre-training, every method on every target,
-    promotion, recommendations, then the transfer report."""
+def _run_pipeline(config: Path | None, overrides: dict) -> None:
     try:
-        overrides = _overrides(modalities=modalities)
         cfg = load_config(config, **overrides)
         if not cfg.targets or not cfg.auxiliary:
             raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
@@ -166,7 +162,27 @@ def run(config: ConfigOpt = None, modalities: Modalities = None) -> None:
     except UserError as exc:
         _fail(exc)
     typer.echo(report)
-    typer.echo(f"Artifacts: {Path(cfg.home).resolve() / 'artifacts'}")
+    typer.echo(f"Report and charts: {Path(cfg.home).resolve() / 'artifacts' / 'reports' / 'latest'}")
+
+
+@app.command()
+def run(config: ConfigOpt = None, modalities: Modalities = None) -> None:
+    """The end-to-end pipeline: ingest, features, pre-training, every method on every target,
+    promotion, recommendations, then the transfer report."""
+    _run_pipeline(config, _overrides(modalities=modalities))
+
+
+@app.command()
+def demo(home: Annotated[Path, typer.Option(help="where the demo keeps everything")] = Path("ant-demo")) -> None:
+    """The whole pipeline offline on the bundled real fixtures (MiniLM text, prices, no image
+    download), in a few minutes; ends with the transfer report and its charts."""
+    try:
+        from flows.demo import demo_config
+        config = demo_config(home)
+    except UserError as exc:
+        _fail(exc)
+    # the command line outranks ANT_HOME and the mirror variables: the demo stays in its folder
+    _run_pipeline(config, {"home": str(home.resolve()), "sources": {"amazon_2018_url": str(home.resolve() / "mirror")}})
 
 
 # -- training: the services, no Prefect ------------------------------------------------------

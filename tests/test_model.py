@@ -320,3 +320,20 @@ def test_a_large_catalogue_trains_on_sampled_negatives(bench):
     result = fit(model, target, cfg, "full", progress=False)
     losses = [h["loss"] for h in result.history]
     assert target.n_items > 10 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_patience_spans_at_least_min_patience_steps(bench, monkeypatch):
+    """On a small target an epoch is one step; patience waits for that many steps, not epochs."""
+    import ant_model.train as train
+    _, target = bench
+    def run(min_patience_steps: int):
+        epochs = iter(range(100))  # validation recall@10: 1 for the first 25 epochs, then 0
+        monkeypatch.setattr(train, "rank_targets", lambda *a, **k: Evaluation(
+            np.array([0 if next(epochs) < 25 else 20]), np.array([0])))
+        cfg = QUICK.model_copy(update={"epochs": 40, "batch_size": 100_000, "patience": 2,
+                                       "min_patience_steps": min_patience_steps})
+        return fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", progress=False)
+    stopped, waited = run(0), run(12)
+    best = 24  # the last of the equal best epochs
+    assert (stopped.best_epoch, stopped.epochs_run, stopped.stopped_by) == (best, best + 3, "patience")
+    assert (waited.best_epoch, waited.epochs_run, waited.stopped_by) == (best, best + 13, "patience")
