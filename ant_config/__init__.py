@@ -1,7 +1,7 @@
 """The one typed, validated configuration of the pipeline, loaded from YAML.
 
 Precedence, lowest to highest: defaults here < the YAML file < environment variables
-(`ANT_HOME`, `ANT_AMAZON_2018_URL`, `ANT_AMAZON_2023_URL`) < command-line flags.
+(`ANT_HOME`, `ANT_AMAZON_2018_URL`, `ANT_AMAZON_2023_URL`, `ANT_NODE_RANK`) < command-line flags.
 Every default from the method spec (`docs` in the README) is a field here, never a literal in code.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories,
 
 ENV_HOME = "ANT_HOME"
 ENV_URL = {"2018": "ANT_AMAZON_2018_URL", "2023": "ANT_AMAZON_2023_URL"}
+ENV_NODE_RANK = "ANT_NODE_RANK"  # this machine's rank in multi-node pre-training
 
 
 Modality = Literal["text", "image", "price"]
@@ -435,6 +436,8 @@ def load_config(path: str | Path | None = None, **overrides) -> AntConfig:
             sources[f"amazon_{release}_url"] = os.environ[var]
     if sources:
         data["sources"] = sources
+    if os.environ.get(ENV_NODE_RANK):
+        _merge(data, {"orchestration": {"node_rank": os.environ[ENV_NODE_RANK]}})
     _merge(data, {k: v for k, v in overrides.items() if v is not None})
     try:
         return AntConfig.model_validate(data)

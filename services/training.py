@@ -50,10 +50,11 @@ def domain_data(ctx: Context, domain: str, dims: dict[str, int]) -> DomainData:
 
 
 @contextlib.contextmanager
-def _exclusive(plan: Plan) -> Iterator[dict | None]:
-    """Hold the version's lock; yields its finished result, if an earlier run wrote one."""
+def _exclusive(plan: Plan, lock: bool = True) -> Iterator[dict | None]:
+    """Hold the version's lock (unless `lock` is false: the other nodes of a multi-node run take
+    part in node 0's run); yields its finished result, if an earlier run wrote one."""
     plan.folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(plan.folder / ".lock")):
+    with FileLock(str(plan.folder / ".lock")) if lock else contextlib.nullcontext():
         done = plan.folder / RESULT_FILE
         yield json.loads(done.read_text()) if done.exists() else None
 
@@ -96,12 +97,14 @@ def _torchrun_pretrain(ctx: Context, plan: Plan, processes: int) -> dict:
 
 def run_pretrain(ctx: Context, plan: Plan) -> dict:
     """Train (or find trained) the pre-training `plan`, registered; its result."""
-    with _exclusive(plan) as finished:
+    with _exclusive(plan, lock=ctx.config.orchestration.node_rank == 0) as finished:
         if finished is not None:
             log.info("pre-trained model %s exists: nothing to train", plan.version)
             return finished
-        processes = ctx.config.orchestration.pretrain_processes
-        fit = _torchrun_pretrain(ctx, plan, processes) if processes > 1 else train_pretrain(ctx, plan)
+        orchestration = ctx.config.orchestration
+        distributed = orchestration.pretrain_processes > 1 or orchestration.pretrain_nodes > 1
+        fit = _torchrun_pretrain(ctx, plan, orchestration.pretrain_processes) if distributed \
+            else train_pretrain(ctx, plan)
         result = {"version": plan.version, "kind": plan.method, "path": "best", "domains": plan.domains,
                   "modalities": plan.model.modalities, **fit}
         return _finish(ctx, plan, result, method=plan.method, valid=fit["valid"], training=fit)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from services.context import Context
 from services.features import featurize_domain
-from tests.test_cli_config import ant
+from tests.test_cli_config import ANT, ant
 from tests.test_ingest import FIXTURES, ingest_files
 from tests.tiny_models import tiny_open_clip_dir
 from warehouse.store import Warehouse
+
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture()
@@ -64,7 +68,31 @@ def test_adapt_cli_prints_one_json_line(trained_home):
     assert set(line) == {"method", "target", "version", "seed", "recall@10", "ndcg@10", "recall@50", "ndcg@50",
                          "best_epoch", "epochs_run", "stopped_by", "modalities"}
     assert line["method"] == "relearn"
+    assert not (wh.home / "prefect").exists()  # training commands start no Prefect server
     bad = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "magic")
     assert bad.returncode == 2 and "relearn" in bad.stderr
     missing = ant("adapt", "--config", str(path), "--target", "Nowhere", "--method", "scratch")
     assert missing.returncode == 1 and "not in the warehouse" in missing.stderr
+
+
+def test_two_adapt_runs_on_one_home_train_side_by_side(trained_home):
+    """Training takes no lock on the home: two targets train at once, and both are registered."""
+    from datetime import datetime
+    wh, path = trained_home
+    runs = {target: subprocess.Popen(
+        [*ANT, "adapt", "--config", str(path), "--target", target, "--method", "scratch", "--epochs", "25"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for target in ("Gift_Cards", "Magazine_Subscriptions")}
+    spans = {}
+    for target, proc in runs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in err.splitlines()
+                  if f"{target} epoch" in line]
+        assert len(stamps) >= 2, err[-2000:]
+        spans[target] = (stamps[0], stamps[-1])
+        assert json.loads(out.strip().splitlines()[-1])["target"] == target
+    (a_start, a_end), (b_start, b_end) = spans.values()
+    assert a_start < b_end and b_start < a_end, spans  # the two trainings overlapped in time
+    from warehouse import registry
+    assert {r["target"] for r in registry.models(wh) if r["method"] == "scratch"} == set(runs)
