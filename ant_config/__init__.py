@@ -215,7 +215,9 @@ class TrainConfig(_Section):
     min_patience_steps: int = Field(
         100, ge=0, description="patience covers at least this many optimizer steps: on a small target an epoch "
                                "is one step, and 10 noisy steps are no evidence of convergence")
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(1024, ge=1, description="users ranked at once (fewer when max_logits says so)")
+    valid_users: int | None = Field(
+        None, ge=1, description="validate on this many users (a fixed sample) instead of all; test is always all")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA only")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
     deterministic: bool = False
@@ -323,7 +325,7 @@ class AtomicImport(_Section):
 
 
 def _pretrain_defaults() -> TrainConfig:
-    return TrainConfig(lr_gamma=0.995)
+    return TrainConfig(lr_gamma=0.995, valid_users=20_000)
 
 
 class AntConfig(_Section):

@@ -127,6 +127,12 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
     amp = cfg.amp != "off" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.amp == "fp16")
 
+    valid = data.valid
+    if cfg.valid_users and len(valid) > cfg.valid_users:  # a fixed sample: every epoch sees the same users
+        chosen = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
+        valid = [valid[i] for i in np.sort(chosen)]
+    eval_batch = min(cfg.eval_batch_size, max(1, cfg.max_logits // (data.n_items + 1)))
+
     start, best_epoch, best_valid, history = 0, -1, {SELECT_ON: -1.0}, []
     initial = copy.deepcopy(model.state_dict())
     best_state = initial
@@ -178,19 +184,18 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
             bar.set_postfix(loss=f"{loss.item():.3f}",
                             targets_per_s=f"{examples / max(time.monotonic() - started, 1e-9):.0f}")
         scheduler.step()
-        valid = rank_targets(model.scorer(features), data.valid, cfg.eval_batch_size,
-                             model.cfg.max_seq_len, device).metrics()
-        history.append({"epoch": epoch, "loss": total / max(steps, 1), **valid,
+        metrics = rank_targets(model.scorer(features), valid, eval_batch, model.cfg.max_seq_len, device).metrics()
+        history.append({"epoch": epoch, "loss": total / max(steps, 1), **metrics,
                         "seconds": before + time.monotonic() - started})
         # A tie counts as progress (as RecBole's early stopping counts it): validation Recall@10
         # moves in steps of 1/users, so equal values are common while the model still improves.
-        improved = valid[SELECT_ON] >= best_valid[SELECT_ON]
+        improved = metrics[SELECT_ON] >= best_valid[SELECT_ON]
         if improved:
-            best_epoch, best_valid = epoch, valid
+            best_epoch, best_valid = epoch, metrics
             best_state = copy.deepcopy(model.state_dict())
         if rank == 0:
             log.info("%s epoch %d: loss %.4f, valid %s %.4f%s", data.name, epoch, total / max(steps, 1),
-                     SELECT_ON, valid[SELECT_ON], " (best)" if improved else "")
+                     SELECT_ON, metrics[SELECT_ON], " (best)" if improved else "")
             if checkpoint_dir is not None:
                 meta = {"feature_dims": data.feature_dims, "n_items": data.n_items, "epoch": epoch,
                         "best_epoch": best_epoch, "best_valid": best_valid, "history": history}

@@ -125,7 +125,8 @@ def run_adapt(ctx: Context, plan: Plan) -> dict:
         else:
             model, fit = adapt(plan.method, data, plan.model, plan.train, plan.parent_checkpoint,
                                checkpoint_dir=plan.folder, relearn=ctx.config.relearn)
-            device, max_len, batch = pick_device(plan.train.device), plan.model.max_seq_len, plan.train.eval_batch_size
+            device, max_len = pick_device(plan.train.device), plan.model.max_seq_len
+            batch = min(plan.train.eval_batch_size, max(1, plan.train.max_logits // (data.n_items + 1)))
             score, valid, summary, path = model.scorer(data.tensors(device)), fit.best_valid, fit.summary(), "best"
         test = rank_targets(score, data.test, batch, max_len, device)
         test.save(plan.folder / RANKS_FILE)
