@@ -156,7 +156,7 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         optimizer.state.clear()
     trained = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile and device.type == "cuda":
-        trained = torch.compile(trained)
+        trained = torch.compile(trained, dynamic=True)  # batch shapes vary with the packing
 
     started, examples, stopped_by = time.monotonic(), 0, "cap"
     before = history[-1].get("seconds") or 0.0 if history else 0.0  # training time before a resume
