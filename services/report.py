@@ -86,26 +86,27 @@ def _training_cell(runs: list[dict]) -> str:
     return f"{best:.0f}" + (f" (**cap** {capped}/{len(runs)})" if capped else "")
 
 
+def _mean_std(runs: list[dict], metric: str) -> str:
+    values = [r[metric] for r in runs]
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
 def transfer_report(ctx: Context, results: list[dict], promotions: dict[str, tuple[str, str]],
                     judged: dict[str, dict[str, Verdict]]) -> str:
-    """Markdown, one `## target` section each."""
+    """Markdown, one `## target` section each: a metrics table and a transfer table (two
+    narrow tables fit where one wide one is cut off, e.g. in the Prefect UI)."""
     lines = []
     for target, methods in _by_target(results).items():
         seeds = max(len(runs) for runs in methods.values())
         weak = below_pop([r for runs in methods.values() for r in runs])
         lines += [f"## {target}", "",
                   f"Test metrics (full ranking, history excluded, ties as a random tie-break), mean ± std over "
-                  f"{seeds} seed(s); best epoch (mean); Δ {SHORT[SELECT_ON]} against scratch with its paired "
-                  f"bootstrap 95% CI over users × seeds.", "",
-                  "| method | " + " | ".join(SHORT[m] for m in METRICS) + f" | best epoch | Δ {SHORT[SELECT_ON]} [95% CI] | transfer |",
-                  "|---|" + "---:|" * len(METRICS) + "---:|---|---|"]
+                  f"{seeds} seed(s), and the best epoch (mean).", "",
+                  "| method | " + " | ".join(SHORT[m] for m in METRICS) + " | best epoch |",
+                  "|---|" + "---:|" * (len(METRICS) + 1)]
         for method, runs in methods.items():
-            cells = [f"{np.mean([r[m] for r in runs]):.4f} ± {np.std([r[m] for r in runs]):.4f}" for m in METRICS]
-            v = judged.get(target, {}).get(method)
-            delta = f"{v.delta:+.4f} [{v.low:+.4f}, {v.high:+.4f}]" if v else ""
-            label = ("**negative**" if v.label == "negative" else v.label) if v else ""
             name = f"{method} †" if method in weak else method
-            lines.append(f"| {name} | {' | '.join(cells)} | {_training_cell(runs)} | {delta} | {label} |")
+            lines.append(f"| {name} | {' | '.join(_mean_std(runs, m) for m in METRICS)} | {_training_cell(runs)} |")
         lines.append("")
         if weak:
             lines.append(f"† not better than `pop` on validation {SHORT[SELECT_ON]}: never promoted.")
@@ -113,9 +114,15 @@ def transfer_report(ctx: Context, results: list[dict], promotions: dict[str, tup
         if capped:
             lines.append(f"**Not converged**: {', '.join(capped)} stopped at the epoch cap while validation was still "
                          f"improving; raise `adapt.epochs` (or `sasrec.epochs`).")
+        if judged.get(target):
+            lines += ["", f"Transfer: Δ {SHORT[SELECT_ON]} against scratch, paired bootstrap 95% CI over users × seeds.",
+                      "", f"| method | Δ {SHORT[SELECT_ON]} [95% CI] | transfer |", "|---|---:|---|"]
+            for method, v in judged[target].items():
+                label = "**negative**" if v.label == "negative" else v.label
+                lines.append(f"| {method} | {v.delta:+.3f} [{v.low:+.3f}, {v.high:+.3f}] | {label} |")
         if target in promotions:
             version, reason = promotions[target]
-            lines.append(f"Promoted `{version}`: {reason}.")
+            lines += ["", f"Promoted `{version}`: {reason}."]
         lines.append("")
     return "\n".join(lines)
 

@@ -27,10 +27,15 @@ def test_pipeline_end_to_end_then_cached(prefect, pipeline_config, tmp_path):
     for chart in ("metrics.png", "delta.png"):
         with Image.open(latest / chart) as image:
             assert image.size[0] > 500 and image.size[1] > 150, chart
-    rows = {line.split("|")[1].strip().rstrip(" †"): line.split("|") for line in report.splitlines()
+    from flows.pipeline import inline_charts  # the Prefect artifact: charts travel inside it
+    inlined = inline_charts(report, latest)
+    assert inlined.count("](data:image/png;base64,") == 2 and "metrics.png)" not in inlined
+    tables = report.split("Transfer: Δ")
+    rows = {line.split("|")[1].strip().rstrip(" †") for line in tables[0].splitlines()
             if line.startswith("| ") and not line.startswith("| method")}
-    assert set(rows) == set(METHODS)
-    verdicts = {m: cells[-2].strip() for m, cells in rows.items() if cells[-2].strip()}
+    assert rows == set(METHODS)
+    verdicts = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in tables[1].splitlines()
+                if line.startswith("| ") and not line.startswith("| method")}
     assert set(verdicts) == {m for m, spec in METHODS.items() if spec.transfers}  # one verdict each
     assert set(verdicts.values()) <= {"**negative**", "positive", "no significant difference"}
     results = [json.loads(r.read_text()) for r in
