@@ -21,12 +21,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import websockets
+
+from flows.server import wait_for_api
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -124,13 +125,8 @@ def main() -> None:
                               start_new_session=True)
     browser = None
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        if not wait_for_api(api, 120, server):
+            sys.exit("the Prefect server did not start within 120 s")
         artifact = publish(api, work / "home")
         browser = subprocess.Popen([args.chromium, *CHROMIUM_FLAGS, f"--remote-debugging-port={debug_port}",
                                     f"--user-data-dir={work / 'chromium'}", "--window-size=1400,1000"],

@@ -1,7 +1,7 @@
 """Model quality on real and synthetic data: every method × seed, as the pipeline trains them.
 
     python bench/quality.py [--seeds 0 1 2] [--experiments fixtures synthetic] [--home DIR]
-                            [--set adapt.epochs=300 ...]
+                            [--methods relearn scratch ...] [--set adapt.epochs=300 ...]
 
 Experiments (each one pre-training, then every method on the target for every seed):
 - `Magazine->Gift` and `Gift->Magazine`: the real Amazon 2018 fixtures (tests/fixtures), text
@@ -92,16 +92,17 @@ def prepare(ctx: Context, experiments: list[str], pattern: str, shift: float) ->
             import_atomic(wh, folder, domain.name, write_atomic(domain, folder))
 
 
-def experiment(ctx: Context, name: str, seeds: list[int]) -> str:
+def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) -> str:
     auxiliary, target = EXPERIMENTS[name]
     started = time.monotonic()
     ant = run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "ant"))
-    text = ant if ant["modalities"] == ["text"] else run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
+    text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
+        run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
     parents = {"ant": ant["version"], "text-only": text["version"]}
-    results = [run_adapt(ctx, adapt_plan(ctx, target, method, seed, parents.get(spec.parent)))
-               for method, spec in METHODS.items() for seed in seeds]
+    results = [run_adapt(ctx, adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent)))
+               for method in methods for seed in seeds]
     table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))
-    walls = {m: np.mean([r["seconds"] for r in results if r["method"] == m]) for m in METHODS}
+    walls = {m: np.mean([r["seconds"] for r in results if r["method"] == m]) for m in methods}
     return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
             f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}), adapted to {target}\n\n"
             f"{table}\nMean training wall time per run: "
@@ -127,7 +128,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
                         help=f"any of {', '.join(EXPERIMENTS)}, or 'fixtures' for the two real ones")
-    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder; an "
+                                                   "existing one reuses what it has trained)")
     parser.add_argument("--pattern", choices=PATTERNS, default="cycle", help="synthetic sequence pattern")
     parser.add_argument("--shift", type=float, default=0.0, help="synthetic: how much domains' features differ")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -145,7 +148,7 @@ def main() -> None:
     prepare(ctx, experiments, args.pattern, args.shift)
     print(f"seeds {args.seeds}; home {home}; overrides {args.overrides or 'none'}\n")
     for name in experiments:
-        print(experiment(ctx, name, args.seeds), flush=True)
+        print(experiment(ctx, name, args.seeds, args.methods), flush=True)
 
 
 if __name__ == "__main__":

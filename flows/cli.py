@@ -59,6 +59,12 @@ def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose",
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _writable(home: Path) -> None:
+    """Fail with one line, before any Prefect API starts, when the home cannot be written."""
+    from warehouse.store import Warehouse
+    Warehouse(home).ensure_home()
+
+
 def _context(config: Path | None, **overrides):
     from services.context import Context
     return Context.of(load_config(config, **overrides))
@@ -119,6 +125,7 @@ def ingest(config: ConfigOpt = None,
         check_categories(cfg.release, domain or cfg.categories)  # fail before Prefect or any download starts
         from flows.ingest import ingest as ingest_flow
         from flows.server import prefect_api
+        _writable(cfg.home)
         with prefect_api(cfg.home):
             summaries = ingest_flow(str(config) if config else None, release, domain, overrides)
     except UserError as exc:
@@ -141,6 +148,7 @@ def features(config: ConfigOpt = None,
         cfg = load_config(config)  # a bad config fails here, before Prefect starts
         from flows.features import features as features_flow
         from flows.server import prefect_api
+        _writable(cfg.home)
         with prefect_api(cfg.home):
             summaries = features_flow(str(config) if config else None, domain)
     except UserError as exc:
@@ -157,6 +165,7 @@ def _run_pipeline(config: Path | None, overrides: dict) -> None:
             raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
         from flows.pipeline import pipeline
         from flows.server import prefect_api
+        _writable(cfg.home)
         with prefect_api(cfg.home):
             report = pipeline(str(config) if config else None, overrides)
     except UserError as exc:

@@ -49,6 +49,19 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def wait_for_api(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
+    """Whether the API at `url` answers its health check within `timeout_s` (False at once if
+    `process`, the server, exits first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        if _healthy(url):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,15 +75,12 @@ def _start(state: Path) -> str:
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerError(f"the local Prefect server exited at start (code {process.returncode}); "
-                              f"see {state / 'server.log'}")
-        if _healthy(url):
-            (state / "server.json").write_text(json.dumps({"url": url, "pid": process.pid}))
-            return url
-        time.sleep(0.2)
+    if wait_for_api(url, STARTUP_TIMEOUT_S, process):
+        (state / "server.json").write_text(json.dumps({"url": url, "pid": process.pid}))
+        return url
+    if process.poll() is not None:
+        raise ServerError(f"the local Prefect server exited at start (code {process.returncode}); "
+                          f"see {state / 'server.log'}")
     process.terminate()
     raise ServerError(f"the local Prefect server did not answer within {STARTUP_TIMEOUT_S:.0f}s; see "
                       f"{state / 'server.log'} (or set PREFECT_API_URL to a running server)")

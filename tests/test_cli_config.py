@@ -120,6 +120,9 @@ def test_config_precedence_env_over_file_over_defaults(tmp_path, monkeypatch):
     ("filtering: {k_core: 0}\n", "k_core"),
     ("filtering: {kcore: 3}\n", "kcore"),
     ("- not a mapping\n", "mapping"),
+    ("ingest: {duckdb_memory_limit: lots}\n", "duckdb_memory_limit"),
+    ("orchestration: {pretrain_nodes: 2}\n", "rendezvous_endpoint"),
+    ("features: {fetch: {max_bytes: 2000, inflight_bytes: 1000}}\n", "inflight_bytes"),
 ])
 def test_invalid_config_names_the_file_and_the_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -127,3 +130,12 @@ def test_invalid_config_names_the_file_and_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+def test_release_may_be_an_integer_and_an_unwritable_home_is_one_error_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("release: 2018\n")
+    assert load_config(path).release == "2018"
+    out = ant("ingest", "--domain", "Gift_Cards", env={"ANT_HOME": "/proc/ant"})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("error: cannot write to ANT_HOME /proc/ant")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ant_config.protocol import METHODS
+from flows.server import wait_for_api
 
 
 ROOT = Path(__file__).parent.parent
@@ -34,14 +35,7 @@ def prefect_server(tmp_path):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
+        if not wait_for_api(api, 120, server):
             pytest.fail("the Prefect server did not start within 120 s")
         yield api, {**env, "PREFECT_API_URL": api}
     finally:

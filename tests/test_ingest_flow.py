@@ -4,6 +4,7 @@ one past the re-validation age asks the host, gets 304s and changes nothing."""
 from __future__ import annotations
 
 import gzip
+import shutil
 
 import pytest
 
@@ -78,3 +79,29 @@ def test_unknown_category_fails_before_any_download(prefect, server, write_confi
     with pytest.raises(UnknownCategory, match="Gift_Card'.*valid names for 2018.*Gift_Cards"):
         ingest(str(config), domains=["Gift_Card"])
     assert server.log == []
+
+
+def test_switching_mirrors_never_mixes_their_data(prefect, server, mirror, write_config, tmp_path):
+    """good → bad → good: each run's warehouse holds exactly its mirror's data (before: the third
+    run was served from the caches while the warehouse kept the bad mirror's rows)."""
+    bad = tmp_path / "bad-mirror"
+    shutil.copytree(mirror, bad)
+    reviews = bad / "amazon_v2/categoryFilesSmall/Gift_Cards_5.json.gz"
+    lines = gzip.decompress(reviews.read_bytes()).splitlines()
+    reviews.write_bytes(gzip.compress(b"\n".join(lines[: len(lines) * 9 // 10]) + b"\n"))  # another, smaller file
+    good_config = write_config(tmp_path / "good.yaml", auxiliary=["Gift_Cards"])
+    bad_config = write_config(tmp_path / "bad.yaml", auxiliary=["Gift_Cards"],
+                              sources={"amazon_2018_url": str(bad / "amazon_v2")})
+    wh = Warehouse(tmp_path / "home")
+
+    def interactions() -> int:
+        with wh.reader() as con:
+            return con.execute("SELECT interactions FROM domain_stats WHERE domain = 'Gift_Cards'").fetchone()[0]
+    ingest(str(good_config))
+    good = interactions()
+    ingest(str(bad_config))
+    assert interactions() < good
+    ingest(str(good_config))
+    assert interactions() == good
+    raw = sorted(p.relative_to(wh.raw_dir) for p in wh.raw_dir.rglob("Gift_Cards_5.json.gz"))
+    assert len(raw) == 2 and raw[0].parent != raw[1].parent  # one folder per source, nothing overwritten

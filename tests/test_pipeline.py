@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from PIL import Image
 
@@ -83,6 +84,20 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
     same = [r["valid"]["recall@10"] for r in rows if r["method"] == model["method"]]
     assert sum(same) / len(same) >= sum(scratch) / len(scratch)  # never below scratch
     assert f"Promoted `{model['version']}`: {reason}" in report
+
+    with wh.reader() as con:  # the promoted model's top-k per user, joinable with the test split
+        rows = con.execute("SELECT count(*), count(DISTINCT user_idx), max(rank), any_value(model_version) "
+                           "FROM recommendations WHERE domain = 'Gift_Cards'").fetchone()
+        assert rows == (453 * 50, 453, 50, model["version"])
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        query = readme.split("```sql\n")[1].split("```")[0]  # the README's Recall@10 by history length
+        buckets = con.execute(query).fetchall()
+        assert sum(users for _, users, _ in buckets) == 453 and all(0 <= r <= 1 for *_, r in buckets)
+        everyone = sum(users * recall for _, users, recall in buckets) / 453
+        from ant_model.evaluate import Evaluation  # the evaluation's ranks bound what any tie-break gives
+        ranks = Evaluation.load(tmp_path / "home" / "artifacts" / "adapt" / "Gift_Cards" / model["method"] /
+                                model["version"] / "test_ranks.npz")
+        assert (ranks.greater + ranks.ties < 10).mean() - 1e-9 <= everyone <= (ranks.greater < 10).mean() + 1e-9
 
     history = ["B004LLIKVU", "B005DHN6E2"]
     out = ant("recommend", "--config", str(path), "--target", "Gift_Cards", "--history", ",".join(history),

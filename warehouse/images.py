@@ -39,7 +39,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -222,7 +222,7 @@ class Fetcher:
                 await response.aclose()
         raise _Refused(f"refused: more than {self.cfg.max_redirects} redirects")
 
-    async def _fetch_one(self, client, url: str, decode: ProcessPoolExecutor, budget: _Budget,
+    async def _fetch_one(self, client, url: str, decode: Executor, budget: _Budget,
                          hosts: dict[str, asyncio.Semaphore]) -> ImageFetch:
         target, trusted = _rewrite(url, self.cfg.url_rewrite)
         host = urlsplit(target).netloc.lower()
@@ -268,9 +268,8 @@ class Fetcher:
 
         limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
         timeout = httpx.Timeout(cfg.timeout_s)
-        context = multiprocessing.get_context("spawn")  # never fork a threaded process
         journal = Journal(self.wh)
-        with ProcessPoolExecutor(cfg.decode_workers, mp_context=context) as decode:
+        with _decoders(cfg.decode_workers) as decode:
             async with httpx.AsyncClient(http2=True, limits=limits, timeout=timeout, follow_redirects=False,
                                          trust_env=False) as client:
                 tasks = [asyncio.create_task(one(u)) for u in urls]
@@ -293,6 +292,14 @@ class Fetcher:
                         last_log = now
         journal.close()
         return results
+
+
+def _decoders(workers: int):
+    """`workers` decoding processes (spawned: never fork a threaded process), or threads where
+    this process may not have children (a daemonic one, e.g. a Dask worker): still bounded."""
+    if multiprocessing.current_process().daemon:
+        return ThreadPoolExecutor(workers)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _is_ip(host: str) -> bool:
