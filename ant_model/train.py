@@ -187,9 +187,10 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         metrics = rank_targets(model.scorer(features), valid, eval_batch, model.cfg.max_seq_len, device).metrics()
         history.append({"epoch": epoch, "loss": total / max(steps, 1), **metrics,
                         "seconds": before + time.monotonic() - started})
-        # A tie counts as progress (as RecBole's early stopping counts it): validation Recall@10
-        # moves in steps of 1/users, so equal values are common while the model still improves.
-        improved = metrics[SELECT_ON] >= best_valid[SELECT_ON]
+        # Only a strict gain is progress. RecBole counts a tie too, but once the learning rate has
+        # decayed the ranking freezes and every epoch ties: re-learning on Gift_Cards then ran to
+        # its cap, "improving" at each tie. min_patience_steps keeps patience from being noisy.
+        improved = metrics[SELECT_ON] > best_valid[SELECT_ON]
         if improved:
             best_epoch, best_valid = epoch, metrics
             best_state = copy.deepcopy(model.state_dict())

@@ -89,9 +89,16 @@ def fetch(base: str, home: str, n: int) -> None:
     started = time.monotonic()
     out = fetch_images(Warehouse(home), [f"{HOST}{i}.jpg" for i in range(n)],
                        ImageFetchConfig(url_rewrite={HOST: base + "/"}))
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"seconds": time.monotonic() - started, "fetched": sum(f.sha256 is not None for f in out.values()),
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "decoders_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                      "rss_mb": me.ru_maxrss / 1024, "decoders_rss_mb": children.ru_maxrss / 1024,
+                      "cpu_s": me.ru_utime + me.ru_stime, "decoders_cpu_s": children.ru_utime + children.ru_stime}))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -125,11 +132,18 @@ def main() -> None:
             time.sleep(0.6)  # the server writes its counts every half second
             return json.loads((args.workdir / "hits.json").read_text())
 
+        server_cpu = cpu_seconds(server.pid)
         full = client(Path(tempfile.mkdtemp(prefix="ant-fetch-")), stdout=subprocess.PIPE, text=True)
         result = json.loads(full.communicate()[0].strip().splitlines()[-1])
-        print(f"fetch : {result['fetched']:,} of {args.images:,} images in {result['seconds']:.1f}s = "
-              f"{result['fetched'] / result['seconds']:,.0f} images/s ({args.latency_ms:.0f} ms latency each); "
-              f"peak RSS {result['rss_mb']:,.0f} MB (decoding processes {result['decoders_rss_mb']:,.0f} MB)")
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        n, seconds = result["fetched"], result["seconds"]
+        fetcher_cpu = result["cpu_s"] + result["decoders_cpu_s"]
+        print(f"fetch : {n:,} of {args.images:,} images in {seconds:.1f}s = {n / seconds:,.0f} images/s "
+              f"({args.latency_ms:.0f} ms latency each); peak RSS {result['rss_mb']:,.0f} MB (decoding processes "
+              f"{result['decoders_rss_mb']:,.0f} MB)")
+        print(f"cpu   : fetcher {1000 * result['cpu_s'] / n:.2f} ms/image + decoding {1000 * result['decoders_cpu_s'] / n:.2f}"
+              f" ms/image; the loopback server {1000 * server_cpu / n:.2f} ms/image on the same {os.cpu_count()} "
+              f"cores. With the cores to itself the fetcher is bounded by {os.cpu_count() * n / fetcher_cpu:,.0f} images/s")
 
         home = Path(tempfile.mkdtemp(prefix="ant-fetch-resume-"))
         start = sum(hits().values())

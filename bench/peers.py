@@ -12,7 +12,8 @@
 3. Prints R@10, N@10, R@50, N@50, best epoch, epochs run, seconds to the best epoch and in
    all, per implementation (mean ± std over seeds), and our/RecBole ratios. Ours runs twice:
    with RecBole's stopping rule (10 epochs without improvement, even when an epoch is one
-   step) and with this project's (at least train.min_patience_steps steps). RecBole's results
+   step; RecBole also counts a tie as an improvement, we do not) and with this project's (at
+   least train.min_patience_steps steps). RecBole's results
    are kept beside its virtualenv, keyed by the split's content: a rerun trains only ours.
 
 Target: within 5% of RecBole on R@10 and N@10 averaged over the seeds, in at most 1/5 of its

@@ -258,7 +258,7 @@ class Warehouse:
         dims = {pq.read_schema(p).field("vector").type.list_size for p in paths}
         if len(dims) == 1:
             return f"FLOAT[{dims.pop()}]"
-        log.warning("feature vectors of several widths %s: exposed as FLOAT[]", sorted(dims))
+        log.info("feature vectors of several widths %s (domains differ): exposed as FLOAT[]", sorted(dims))
         return "FLOAT[]"
 
     # -- Parquet tables ------------------------------------------------------------------------
