@@ -27,6 +27,7 @@ fetches in flight, and a re-run skips everything recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -256,23 +257,28 @@ class Fetcher:
         cfg = self.cfg
         results: list[ImageFetch] = []
         pending: list[ImageFetch] = []
-        budget, hosts, slots = _Budget(cfg.inflight_bytes), {}, asyncio.Semaphore(cfg.concurrency)
+        budget, hosts, work = _Budget(cfg.inflight_bytes), {}, iter(urls)
         started = last_commit = last_log = time.monotonic()
 
-        async def one(url: str) -> None:
-            async with slots:
+        async def worker(client: httpx.AsyncClient) -> None:
+            """`concurrency` of these share `work`, so millions of URLs never become millions of tasks."""
+            for url in work:
                 result = await self._fetch_one(client, url, decode, budget, hosts)
-            journal.write(result)
-            results.append(result)
-            pending.append(result)
+                journal.write(result)
+                results.append(result)
+                pending.append(result)
 
-        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
-        timeout = httpx.Timeout(cfg.timeout_s)
+        pool = min(cfg.pool_size, cfg.concurrency)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        timeout, tls = httpx.Timeout(cfg.timeout_s), httpx.create_ssl_context()  # one TLS context for all clients
         journal = Journal(self.wh)
         with _decoders(cfg.decode_workers) as decode:
-            async with httpx.AsyncClient(http2=True, limits=limits, timeout=timeout, follow_redirects=False,
-                                         trust_env=False) as client:
-                tasks = [asyncio.create_task(one(u)) for u in urls]
+            async with contextlib.AsyncExitStack() as clients_open:
+                clients = [await clients_open.enter_async_context(httpx.AsyncClient(
+                    http2=True, limits=limits, timeout=timeout, verify=tls, follow_redirects=False, trust_env=False))
+                    for _ in range(-(-cfg.concurrency // pool))]
+                tasks = [asyncio.create_task(worker(clients[i % len(clients)]))
+                         for i in range(min(cfg.concurrency, len(urls)))]
                 while tasks:
                     done, _ = await asyncio.wait(tasks, timeout=1.0)
                     tasks = [t for t in tasks if t not in done]
