@@ -196,8 +196,7 @@ def pipeline_config(write_config, tmp_path, server):
                       "image": {"model": clip, "pretrained": None, "workers": 0},
                       "fetch": {"url_rewrite": {AMAZON_IMAGES: server.url + "/"}, "retries": 0}},
             model={"width": 16, "ffn_width": 16, "n_experts": 2},
-            pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256},
-            sasrec={"epochs": 2, "batch_size": 256})
+            pretrain={"epochs": 1, "batch_size": 256}, adapt={"epochs": 2, "batch_size": 256})
         settings.update(overrides)
         return write_config(path, **settings)
     return write
