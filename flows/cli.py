@@ -59,10 +59,13 @@ def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose",
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _writable(home: Path) -> None:
-    """Fail with one line, before any Prefect API starts, when the home cannot be written."""
+def _flow_api(home: Path):
+    """The Prefect API a flow command runs under (flows.server.prefect_api), started only once
+    the home is known to be writable: otherwise one error line and no server."""
+    from flows.server import prefect_api
     from warehouse.store import Warehouse
     Warehouse(home).ensure_home()
+    return prefect_api(home)
 
 
 def _context(config: Path | None, **overrides):
@@ -124,9 +127,7 @@ def ingest(config: ConfigOpt = None,
         from ant_config.releases import check_categories
         check_categories(cfg.release, domain or cfg.categories)  # fail before Prefect or any download starts
         from flows.ingest import ingest as ingest_flow
-        from flows.server import prefect_api
-        _writable(cfg.home)
-        with prefect_api(cfg.home):
+        with _flow_api(cfg.home):
             summaries = ingest_flow(str(config) if config else None, release, domain, overrides)
     except UserError as exc:
         _fail(exc)
@@ -147,9 +148,7 @@ def features(config: ConfigOpt = None,
     try:
         cfg = load_config(config)  # a bad config fails here, before Prefect starts
         from flows.features import features as features_flow
-        from flows.server import prefect_api
-        _writable(cfg.home)
-        with prefect_api(cfg.home):
+        with _flow_api(cfg.home):
             summaries = features_flow(str(config) if config else None, domain)
     except UserError as exc:
         _fail(exc)
@@ -164,9 +163,7 @@ def _run_pipeline(config: Path | None, overrides: dict) -> None:
         if not cfg.targets or not cfg.auxiliary:
             raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
         from flows.pipeline import pipeline
-        from flows.server import prefect_api
-        _writable(cfg.home)
-        with prefect_api(cfg.home):
+        with _flow_api(cfg.home):
             report = pipeline(str(config) if config else None, overrides)
     except UserError as exc:
         _fail(exc)
