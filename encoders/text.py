@@ -11,7 +11,7 @@ import torch
 
 from ant_config import TextEncoderConfig
 from ant_model.device import autocast, pick_device
-from encoders.weights import encoder_id, load_weights
+from encoders.weights import encoder_id, load_weights, resolve
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,10 @@ class TextEncoder:
             self.dim = int(self._encode_batch(["x"]).shape[1])
         else:
             from transformers import AutoModel, AutoTokenizer
+            path = resolve(cfg.model)
             self._tokenizer, self.model = load_weights(
-                f"transformers {cfg.model!r}", [cfg.model],
-                lambda: (AutoTokenizer.from_pretrained(cfg.model), AutoModel.from_pretrained(cfg.model)))
+                f"transformers {cfg.model!r}", [path],
+                lambda: (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)))
             self.model = self.model.eval().to(self.device)
             self.dim = int(self.model.config.hidden_size)
         self.id = encoder_id(f"{cfg.kind}/{cfg.model}", self.model,

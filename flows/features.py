@@ -16,9 +16,11 @@ from warehouse.store import WarehouseError
 def featurize_domains(ctx: Context, domains: list[str]) -> list[dict]:
     """Encode `domains` on the configured task runner: one after another by default (each uses
     every core, the encoders load once), side by side with `orchestration.workers` > 1 or on a
-    Dask cluster. Imported domains keep the features they came with. Call inside a flow."""
-    imported = {i.name for i in ctx.config.imports}
-    wanted = [d for d in domains if d not in imported]
+    Dask cluster. Imported domains are encoded too, keeping the vectors they came with (see
+    services.features). Call inside a flow."""
+    wanted = list(dict.fromkeys(domains))
+    if not wanted:
+        raise WarehouseError("no domain to encode: name one with --domain, or list auxiliary and targets in the config")
     with ctx.warehouse.write_lock(ctx.config.orchestration.lock_timeout_s):
         missing = sorted(set(wanted) - set(store.domains(ctx.warehouse)))
         if missing:
@@ -26,10 +28,18 @@ def featurize_domains(ctx: Context, domains: list[str]) -> list[dict]:
         encode = in_home(featurize, ctx)
         with task_runner(ctx.config) as runner:
             futures = [runner.submit(encode, {"ctx": ctx, "domain": d}) for d in wanted]
-            summaries = [row for f in futures for row in f.result()]
+            summaries = [_cached(row) if f.state.name == "Cached" else row for f in futures for row in f.result()]
     create_table_artifact(key="features-summary", table=summaries,
                           description=f"Item features in {ctx.config.home}")
     return summaries
+
+
+def _cached(row: dict) -> dict:
+    """A summary replayed from Prefect's cache: the same inputs and config as a run that stored
+    these vectors, so nothing was encoded this time."""
+    if row["status"] in ("encoded", "unchanged"):
+        return {**row, "status": "unchanged (cached)", "encoded": 0, "reused": row["items"]}
+    return row
 
 
 @flow(name="features")

@@ -2,7 +2,9 @@
 
 For each modality the input of every item is hashed; items whose hash and encoder id match
 the stored row keep their vector, only the rest are encoded. The work streams in chunks of
-`features.chunk_items`, so memory does not grow with the domain.
+`features.chunk_items`, so memory does not grow with the domain. Imported datasets are encoded
+like categories (their `items.text` is the text input), except a modality whose vectors came
+with the import: those are kept unless `features.replace_imported` is set.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from warehouse.images import fetch_images, image_path
 
 log = logging.getLogger(__name__)
 
+# What each modality's input is, for "nothing to encode: no item has ..."
+INPUT_NAMES = {"text": "text", "image": "a fetched image", "price": "a price"}
+
 
 @dataclass(frozen=True)
 class FeatureSummary:
@@ -39,6 +44,7 @@ class FeatureSummary:
     reused: int
     with_feature: int
     seconds: float
+    status: str  # encoded | unchanged | kept from the import | nothing to encode: <why>
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +71,7 @@ def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
     if old is not None and store.reusable(wh, inputs, old, encoder_id) == (total, total):
         with_feature = pq.read_table(inputs, columns=["has"]).column("has").to_numpy(zero_copy_only=False).sum()
         return None, FeatureSummary(domain, modality, encoder_id, total, 0, total, int(with_feature),
-                                    time.monotonic() - started)
+                                    time.monotonic() - started, _status(0, int(with_feature), modality))
     encoded = reused = with_feature = 0
     with store.FeatureWriter(wh, domain, modality) as writer:
         for batch in store.input_batches(inputs, ctx.config.features.chunk_items):
@@ -84,8 +90,14 @@ def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
             log.info("%s %s: %d/%d items (%d encoded, %d reused)", domain, modality, encoded + reused, total,
                      encoded, reused)
     summary = FeatureSummary(domain, modality, encoder_id, total, encoded, reused, with_feature,
-                             time.monotonic() - started)
+                             time.monotonic() - started, _status(encoded, with_feature, modality))
     return writer.path, summary
+
+
+def _status(encoded: int, with_feature: int, modality: str) -> str:
+    if not with_feature:
+        return f"nothing to encode: no item has {INPUT_NAMES[modality]}"
+    return "encoded" if encoded else "unchanged"
 
 
 def _rows(column: pa.Array, idx: np.ndarray) -> list:
@@ -111,6 +123,12 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
     if "image" in cfg.modalities:  # fetch first: the image inputs are the fetched files
         fetch_images(wh, store.image_urls(wh, domain), cfg.fetch)
     for modality in cfg.modalities:
+        kept = None if cfg.replace_imported else store.imported(wh, domain, modality)
+        if kept is not None:
+            encoder_id, items, with_feature = kept
+            summaries.append(FeatureSummary(domain, modality, encoder_id, items, 0, items, with_feature, 0.0,
+                                            "kept from the import"))
+            continue
         with _staged(wh, domain, modality) as inputs:
             if modality == "text":
                 text = text_encoder(cfg.text, cfg.device)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli_config import ant
-from warehouse.atomic import AtomicFormatError, FeatureFile, import_atomic
+from warehouse.atomic import AtomicFormatError, FeatureFile, export_atomic, import_atomic
 from warehouse.store import Warehouse
 
 # user → full sequence of 0-based item indices (the last two are valid and test targets)
@@ -30,7 +30,7 @@ def write_atomic(folder, name="Scientific", max_len=50):
         (folder / f"{name}.{split}.inter").write_text("".join(lines))
     (folder / f"{name}.item2index").write_text("".join(f"{a}\t{i}\n" for i, a in enumerate(ITEMS)))
     (folder / f"{name}.user2index").write_text("".join(f"{u}\t{i}\n" for i, u in enumerate(USERS)))
-    (folder / f"{name}.text").write_text("".join(f"{i}\tProduct {a}\n" for i, a in enumerate(ITEMS)))
+    (folder / f"{name}.text").write_text("".join(f"{a}\tProduct {a}\n" for a in ITEMS))  # keyed by raw id
     text = np.random.default_rng(0).normal(size=(len(ITEMS), 8)).astype(np.float32)
     image = np.random.default_rng(1).normal(size=(len(ITEMS), 4)).astype(np.float32)
     text.tofile(folder / f"{name}.feat1CLS")
@@ -102,6 +102,46 @@ def test_format_errors_are_clear_and_store_nothing(tmp_path, damage, message):
     assert sorted(wh.parquet_dir.glob("*/*/*.parquet")) == before  # nothing staged is left behind
     with wh.reader() as con:
         assert con.execute("SELECT users, items FROM domain_stats WHERE domain = 'Scientific'").fetchone() == (4, 6)
+
+
+def test_text_is_keyed_by_raw_id_through_item2index(tmp_path):
+    """Integer raw ids that differ from the indices: raw "1" is index 0, raw "0" index 1."""
+    global ITEMS
+    saved, ITEMS = ITEMS, ["1", "0", "5", "4", "3", "2"]
+    try:
+        write_atomic(tmp_path / "data")
+    finally:
+        ITEMS = saved
+    (tmp_path / "data" / "Scientific.text").write_text(
+        "item_id:token\ttext:token_seq\n0\tpear\n1\tapple\n5\tfig\n9\tnot an item\n")
+    wh = Warehouse(tmp_path / "home")
+    summary = import_atomic(wh, tmp_path / "data", "Scientific", [])
+    assert summary.rejected == 1  # raw id 9 is no item
+    with wh.reader() as con:
+        texts = dict(con.execute("SELECT x.item_idx, i.text FROM item_index x JOIN items i USING (domain, item_id)"
+                                 ).fetchall())
+    assert texts == {1: "apple", 2: "pear", 3: "fig", 4: None, 5: None, 6: None}
+    # export keys .text by raw id as well, so export → import → export round-trips
+    export_atomic(wh, "Scientific", tmp_path / "out", 50)
+    assert (tmp_path / "out" / "Scientific.text").read_text().splitlines()[1:4] == ["1\tapple", "0\tpear", "5\tfig"]
+    import_atomic(wh, tmp_path / "out", "Again", [])
+    export_atomic(wh, "Again", tmp_path / "again", 50)
+    for suffix in ("train.inter", "valid.inter", "test.inter", "item2index", "user2index"):
+        assert (tmp_path / "again" / f"Again.{suffix}").read_text() == \
+            (tmp_path / "out" / f"Scientific.{suffix}").read_text()
+    assert (tmp_path / "again" / "Again.text").read_text() == (tmp_path / "out" / "Scientific.text").read_text()
+
+
+def test_text_without_item2index_is_keyed_by_index(tmp_path):
+    write_atomic(tmp_path / "data")
+    (tmp_path / "data" / "Scientific.item2index").unlink()
+    (tmp_path / "data" / "Scientific.text").write_text("2\tthird\n0\tfirst\nB00A\tnot an index\n")
+    wh = Warehouse(tmp_path / "home")
+    assert import_atomic(wh, tmp_path / "data", "Scientific", []).rejected == 1
+    with wh.reader() as con:
+        texts = dict(con.execute("SELECT x.item_id, i.text FROM item_index x JOIN items i USING (domain, item_id)"
+                                 ).fetchall())
+    assert texts["0"] == "first" and texts["2"] == "third" and texts["1"] is None
 
 
 def test_bad_feature_spec_is_a_usage_error(tmp_path):

@@ -17,8 +17,10 @@ from warehouse.store import Warehouse
 ANT = [sys.executable, "-m", "flows.cli"]
 
 
-def ant(*args, env=None, **kw):
-    return subprocess.run([*ANT, *args], capture_output=True, text=True, timeout=120,
+def ant(*args, env=None, timeout=600, **kw):
+    """`ant ARGS` in a subprocess. The timeout only keeps a hung command from hanging the suite:
+    it is far above what any command needs, since a busy CI machine is slow, not broken."""
+    return subprocess.run([*ANT, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=Path(__file__).parent.parent, **kw)
 
 

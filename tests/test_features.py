@@ -10,9 +10,10 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from ant_config import AntConfig, TextEncoderConfig
+from ant_config import AntConfig, TextEncoderConfig, load_config
 from encoders.price import PriceEncoder
 from encoders.text import TextEncoder
 from encoders.weights import WeightsUnavailable
@@ -190,8 +191,70 @@ def test_features_flow_after_the_ingest_flow(prefect, gift_cards, write_config, 
     assert {(s["domain"], s["modality"]) for s in summaries} == {
         (d, m) for d in ("Gift_Cards", "Magazine_Subscriptions") for m in ("text", "image", "price")}
     again = features(str(path), return_state=True)
-    assert again.result() == summaries  # replayed from the task caches:
     assert {r.state.name for r in task_runs(again.state_details.flow_run_id)} == {"Cached"}
+    # replayed from the task caches, and saying so: nothing was encoded this time
+    assert [{**s, "status": "?", "encoded": 0, "reused": 0} for s in again.result()] == \
+        [{**s, "status": "?", "encoded": 0, "reused": 0} for s in summaries]
+    assert {(s["status"], s["encoded"]) for s in again.result() if s["with_feature"]} == {("unchanged (cached)", 0)}
+
+
+def _imported(tmp_path, features=()):
+    """The atomic test dataset (6 items with text, no feature file unless asked) imported."""
+    from tests.test_atomic import write_atomic
+    from warehouse.atomic import FeatureFile, import_atomic
+    write_atomic(tmp_path / "atomic")
+    wh = Warehouse(tmp_path / "home")
+    import_atomic(wh, tmp_path / "atomic", "Sci", [FeatureFile(m, tmp_path / "atomic" / f, d) for m, f, d in features])
+    return wh
+
+
+def test_imports_get_text_vectors_from_the_configured_encoder(prefect, tmp_path, write_config):
+    """An import that brings `.text` but no feature file is encoded like a category; a re-run
+    encodes nothing; a modality no item has is reported as nothing to encode."""
+    from flows.features import features
+    wh = _imported(tmp_path)
+    text = {"kind": "transformers", "model": tiny_bert_dir(tmp_path / "bert"), "pooling": "mean"}
+    path = write_config(home=str(wh.home), auxiliary=["Sci"], features={"modalities": ["text", "price"], "text": text},
+                        imports=[{"name": "Sci", "dir": str(tmp_path / "atomic")}])
+    first = {s["modality"]: s for s in features(str(path))}
+    assert (first["text"]["status"], first["text"]["encoded"], first["text"]["with_feature"]) == ("encoded", 6, 6)
+    assert first["price"]["status"] == "nothing to encode: no item has a price"
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FILTER (has_text), typeof(any_value(text)) FROM item_features "
+                           "WHERE domain = 'Sci'").fetchone() == (6, "FLOAT[24]")
+    again = {s["modality"]: s for s in features(str(path))}
+    assert (again["text"]["status"], again["text"]["encoded"]) == ("unchanged (cached)", 0)
+    direct = {s.modality: s for s in featurize_domain(Context.of(load_config(path)), "Sci")}  # no cache
+    assert (direct["text"].status, direct["text"].encoded, direct["text"].reused) == ("unchanged", 0, 6)
+
+
+def test_feature_files_of_an_import_are_kept_unless_replacement_is_asked(tmp_path):
+    wh = _imported(tmp_path, [("text", "Scientific.feat1CLS", 8)])
+    text = {"kind": "transformers", "model": tiny_bert_dir(tmp_path / "bert"), "pooling": "mean"}
+    config = AntConfig.model_validate({"home": str(wh.home), "features": {"modalities": ["text"], "text": text}})
+    [kept] = featurize_domain(Context.of(config), "Sci")
+    assert (kept.status, kept.encoded, kept.items) == ("kept from the import", 0, 6)
+    assert kept.encoder_id.startswith("imported/Scientific.feat1CLS@")
+    replace = config.model_copy(update={"features": config.features.model_copy(update={"replace_imported": True})})
+    [replaced] = featurize_domain(Context.of(replace), "Sci")
+    assert (replaced.status, replaced.encoded) == ("encoded", 6)
+    with wh.reader() as con:
+        assert con.execute("SELECT typeof(any_value(text)) FROM item_features").fetchone()[0] == "FLOAT[24]"
+
+
+def test_features_command_prints_a_line_per_domain_and_modality(tmp_path):
+    """`ant features` says what it did for each domain, even when there was nothing to do."""
+    from tests.test_cli_config import ant
+    wh = _imported(tmp_path)
+    text = {"kind": "transformers", "model": tiny_bert_dir(tmp_path / "bert"), "pooling": "mean"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"home": str(wh.home), "features": {"modalities": ["text", "price"], "text": text}}))
+    out = ant("features", "-c", str(path), "--domain", "Sci", timeout=1800)
+    assert out.returncode == 0, out.stderr
+    assert "Sci text: encoded, 6/6 items, 6 encoded" in out.stdout
+    assert "Sci price: nothing to encode: no item has a price, 0/6 items" in out.stdout
+    none = ant("features", "-c", str(path), timeout=1800)  # the config names no domain
+    assert none.returncode == 1 and "error: no domain to encode" in none.stderr
 
 
 def test_features_of_a_domain_not_ingested_is_a_clear_error(prefect, tmp_path, write_config):

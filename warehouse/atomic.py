@@ -3,7 +3,8 @@
 Files in DIR, for a dataset prefix D: `D.train.inter`, `D.valid.inter`, `D.test.inter`
 (tab-separated, header `user_id:token  item_id_list:token_seq  item_id:token`; one train row
 per target, histories cut to the last 50), optional `D.item2index` / `D.user2index`
-(`raw_id <tab> index`, 0-based) and `D.text` (`item token <tab> text`), and raw float32
+(`raw_id <tab> index`, 0-based) and `D.text` (`raw item id <tab> text`; the item index
+where there is no item2index), and raw float32
 feature matrices whose row i belongs to item index i. The import keeps the split exactly:
 the full training sequence is rebuilt from the train rows, and the valid and test rows are
 checked against it. Item index i becomes warehouse `item_idx` i + 1 (0 is padding).
@@ -11,6 +12,7 @@ checked against it. Item index i becomes warehouse `item_idx` i + 1 (0 is paddin
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,8 @@ from warehouse import features as feature_store
 from warehouse.download import sha256_of
 from warehouse.schema import FEATURE_TABLES
 from warehouse.store import Warehouse
+
+log = logging.getLogger(__name__)
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
@@ -47,6 +51,7 @@ class AtomicSummary:
     interactions: int
     features: dict[str, int]
     status: str = "imported"  # or "unchanged"
+    rejected: int = 0  # .text lines naming no item of the dataset
 
 
 def _prefix(directory: Path, domain: str) -> str:
@@ -92,17 +97,26 @@ def _read_map(path: Path) -> dict[str, int] | None:
     return out
 
 
-def _read_text(path: Path) -> dict[str, str]:
+def _read_text(path: Path, index_of) -> tuple[dict[int, str], int]:
+    """(item index → text, rejected lines) of a `.text` file. UniSRec keys it by raw item id,
+    so `index_of(key)` resolves a key (through `.item2index`, or as an index where there is
+    none); a key it cannot resolve is a rejected line, the first one named in a warning."""
     if not path.exists():
-        return {}
-    out = {}
+        return {}, 0
+    out, rejected = {}, 0
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t", 1)
             if n == 1 and ":token" in parts[0]:
                 continue  # a RecBole header
-            out[parts[0]] = parts[1] if len(parts) == 2 else ""
-    return out
+            if (index := index_of(parts[0])) is None:
+                if not rejected:
+                    log.warning("%s:%d: item %r is not an item of the dataset; its text is skipped "
+                                "(further such lines are counted, not named)", path, n, parts[0])
+                rejected += 1
+                continue
+            out[index] = parts[1] if len(parts) == 2 else ""
+    return out, rejected
 
 
 def _sequences(prefix: Path, item_of) -> dict[str, tuple[list[int], int, int]]:
@@ -196,7 +210,11 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     item_ids = [raw_item[i] if raw_item else str(i) for i in range(n_items)]
     raw_user = {str(i): raw for raw, i in user2index.items()} if user2index else {}
     users = sorted(seqs, key=lambda u: int(u) if u.isdigit() else u)
-    texts = _read_text(Path(f"{prefix}.text"))
+    if item2index:
+        index_of = item2index.get
+    else:
+        index_of = lambda key: int(key) if key.isdigit() and int(key) < n_items else None  # noqa: E731
+    texts, text_rejected = _read_text(Path(f"{prefix}.text"), index_of)
 
     full = {u: [i + 1 for i in s] + [v + 1, t + 1] for u, (s, v, t) in seqs.items()}
     user_rows = [(raw_user.get(u, u), n + 1, full[u]) for n, u in enumerate(users)]
@@ -223,7 +241,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
             "categories": pa.array([[]] * n_items, pa.list_(pa.string())),
             "price_raw": pa.array([None] * n_items, pa.string()), "price": pa.array([None] * n_items, pa.float64()),
             "image_urls": pa.array([[]] * n_items, pa.list_(pa.string())),
-            "text": [texts.get(str(i), texts.get(item_ids[i])) for i in range(n_items)]}),
+            "text": [texts.get(i) for i in range(n_items)]}),
         "interactions": pa.table({
             "domain": [domain] * sum(len(r[2]) for r in user_rows),
             "user_id": [r[0] for r in user_rows for _ in r[2]],
@@ -241,7 +259,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
             matrix = _load_feature(f, n_items)
             file_hash = _file_hash(f.path)
             files[f"{f.modality}_features"] = feature_store.write(
-                wh, domain, f.modality, item_ids, f"imported/{f.path.name}@{file_hash[:16]}",
+                wh, domain, f.modality, item_ids, f"{feature_store.IMPORTED_PREFIX}{f.path.name}@{file_hash[:16]}",
                 [file_hash] * n_items, np.ones(n_items, dtype=bool), matrix)
     except BaseException:
         for path in files.values():
@@ -250,15 +268,17 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     interactions = sum(len(r[2]) for r in user_rows)
     wh.publish(domain, files, {"domains": {
         "domain": domain, "release": "atomic", "category": prefix.name, "fingerprint": fp,
-        "raw_reviews": interactions, "raw_items": n_items, "rejected": 0, "duplicate_meta_rows": 0,
+        "raw_reviews": interactions, "raw_items": n_items, "rejected": text_rejected, "duplicate_meta_rows": 0,
         "ingested_at": datetime.now(timezone.utc)}})
-    return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features})
+    return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features},
+                         rejected=text_rejected)
 
 
 def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:
     """Write `domain` as UniSRec writes a processed dataset: `<D>.{train,valid,test}.inter`
     (one train row per training target, last target first, histories cut to the last
-    `max_len`), `<D>.item2index`, `<D>.user2index` (0-based), `<D>.text`, and one raw float32
+    `max_len`), `<D>.item2index`, `<D>.user2index` (0-based), `<D>.text` (keyed by raw item id, as
+    UniSRec writes it), and one raw float32
     file per feature modality (`<D>.<modality>.feat`, rows in item-index order). The exact
     split, so a peer implementation trains and is evaluated on the same data;
     `import_atomic` reads it back unchanged."""
@@ -301,7 +321,7 @@ def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> 
     written[-1].write_text("".join(f"{user}\t{idx - 1}\n" for user, idx in users))
     written.append(directory / f"{domain}.text")
     written[-1].write_text("item_id:token\ttext:token_seq\n" + "".join(
-        f"{idx - 1}\t{' '.join(text.split())}\n" for _, idx, text in items))
+        f"{item}\t{' '.join(text.split())}\n" for item, _, text in items))
     for modality, table in vectors.items():
         if table.num_rows:
             vectors = feature_store.vectors_of(table)

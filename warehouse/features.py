@@ -23,6 +23,9 @@ from warehouse.schema import FEATURE_TABLES
 from warehouse.sql import literal
 from warehouse.store import Warehouse
 
+# encoder_id prefix of vectors that came with an imported dataset (warehouse/atomic.py)
+IMPORTED_PREFIX = "imported/"
+
 # Per modality: the input of each kept item, whether it has one, and a hash of it.
 _INPUTS = {
     "text": """
@@ -82,6 +85,16 @@ def stored(wh: Warehouse, domain: str, modality: str) -> Path | None:
         row = con.execute("SELECT path FROM parquet_files WHERE table_name = ? AND domain = ?",
                           [FEATURE_TABLES[modality], domain]).fetchone()
     return wh.absolute(row[0]) if row else None
+
+
+def imported(wh: Warehouse, domain: str, modality: str) -> tuple[str, int, int] | None:
+    """(encoder id, items, items with the feature) of the stored vectors of a modality when they
+    came with an imported dataset rather than from an encoder of ours; None otherwise."""
+    with wh.reader() as con:
+        row = con.execute(f"SELECT any_value(encoder_id), count(*), count(*) FILTER (WHERE has_{modality}) "
+                          f"FROM {FEATURE_TABLES[modality]} WHERE domain = ? AND starts_with(encoder_id, ?)",
+                          [domain, IMPORTED_PREFIX]).fetchone()
+    return (row[0], row[1], row[2]) if row[1] else None
 
 
 def reusable(wh: Warehouse, inputs: Path, old: Path, encoder_id: str) -> tuple[int, int]:
