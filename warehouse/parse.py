@@ -47,13 +47,16 @@ def prepare(con: duckdb.DuckDBPyConnection, *, text_max_chars: int, price_max: f
     """Register the cleaning functions this module's SQL uses on a scratch connection."""
     con.create_function("unescape_entities", _unescape_entities, [sqltypes.VARCHAR], sqltypes.VARCHAR,
                         type="arrow")
-    # One field at a time: entities unescaped, tags stripped (an unclosed tag ends at its
-    # field's end, never eating the next field), whitespace folded.
+    # One field at a time: tags stripped (an unclosed tag ends at its field's end, never eating
+    # the next field), then entities unescaped (in this order, so that escaped text such as
+    # "&lt;Holiday Edition&gt;" is kept as "<Holiday Edition>", not taken for a tag), then
+    # whitespace folded.
+    con.execute("CREATE OR REPLACE TEMP MACRO strip_tags(s) AS regexp_replace(s, '</?[A-Za-z][^<>]*(>|$)', ' ', 'g')")
     con.execute(f"""
         CREATE OR REPLACE TEMP MACRO clean_text(s) AS
-            left(trim(regexp_replace(regexp_replace(
-                 CASE WHEN contains(s, '&') THEN unescape_entities(s) ELSE s END,
-                 '</?[A-Za-z][^<>]*(>|$)', ' ', 'g'), '\\s+', ' ', 'g')), {int(text_max_chars)})""")
+            left(trim(regexp_replace(
+                 CASE WHEN contains(s, '&') THEN unescape_entities(strip_tags(s)) ELSE strip_tags(s) END,
+                 '\\s+', ' ', 'g')), {int(text_max_chars)})""")
     # The item text: title (else the first description sentences), categories, brand.
     con.execute(f"""
         CREATE OR REPLACE TEMP MACRO item_text(title, categories, brand, description) AS
@@ -216,7 +219,9 @@ def _parse(con, table: str, path: Path, fields: list[str], sql_type: str, select
 
 def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int, rating_range: tuple[float, float],
                   scratch: Path) -> None:
-    """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, reason, snippet)`.
+    """Create temp table `parsed_reviews(line, user_id, item_id, rating, ts, time, reason, snippet)`:
+    `ts` in seconds, `time` at the release's own precision (2023: milliseconds), which orders
+    a user's history as the release's own leave-last-out script does.
 
     Ids must be non-empty JSON strings without NUL characters, the rating a number within
     `rating_range`, the time a non-negative integer; any other line is a reject with its reason."""
@@ -228,7 +233,7 @@ def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int, rating_
                 f"WHEN json_type({column}_raw) <> 'VARCHAR' THEN '{name} is not a string' "
                 f"WHEN contains({column}, chr(0)) THEN '{name} contains a NUL character' ")
     select = f"""
-        SELECT line, user_id, item_id, rating, ts,
+        SELECT line, user_id, item_id, rating, time // {f.ts_per_second} AS ts, time,
                CASE WHEN unreadable IS NOT NULL THEN unreadable
                     WHEN malformed THEN 'malformed JSON'
                     {identifier(f.user, "user_id")}
@@ -237,14 +242,14 @@ def parse_reviews(con, release: str, path: Path, *, max_line_bytes: int, rating_
                     WHEN rating IS NULL THEN '{f.rating} is not a number'
                     WHEN NOT rating BETWEEN {low} AND {high} THEN '{f.rating} is outside [{low:g}, {high:g}]'
                     WHEN ts_raw IS NULL THEN 'missing {f.ts}'
-                    WHEN ts IS NULL OR ts < 0 THEN '{f.ts} is not a non-negative integer'
+                    WHEN time IS NULL OR time < 0 THEN '{f.ts} is not a non-negative integer'
                END AS reason,
                CASE WHEN reason IS NOT NULL THEN left(raw, {SNIPPET_CHARS}) END AS snippet
         FROM (SELECT line, raw, unreadable, malformed,
                      "{f.user}" AS user_id_raw, "{f.user}" ->> '$' AS user_id,
                      "{f.item}" AS item_id_raw, "{f.item}" ->> '$' AS item_id,
                      "{f.rating}" AS rating_raw, try_cast("{f.rating}" ->> '$' AS DOUBLE) AS rating,
-                     "{f.ts}" AS ts_raw, try_cast("{f.ts}" ->> '$' AS BIGINT) // {f.ts_per_second} AS ts
+                     "{f.ts}" AS ts_raw, try_cast("{f.ts}" ->> '$' AS BIGINT) AS time
               FROM src)"""
     _parse(con, "parsed_reviews", path, [f.user, f.item, f.rating, f.ts], "JSON", select,
            max_line_bytes, numbered=False, scratch=scratch)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def filter_interactions(con: duckdb.DuckDBPyConnection, k: int) -> int:
-    """Create temp tables `item_codes`, `user_codes` and `kept(u, i, ts)`; returns k-core rounds."""
+    """Create temp tables `item_codes`, `user_codes` and `kept(u, i, ts, time)`: each distinct
+    (user, item) pair at its first review, `time` at the release's precision; returns k-core rounds."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE item_codes AS
         SELECT item_id, row_number() OVER (ORDER BY item_id)::INTEGER AS code
@@ -33,7 +34,7 @@ def filter_interactions(con: duckdb.DuckDBPyConnection, k: int) -> int:
         FROM (SELECT DISTINCT user_id FROM parsed_reviews WHERE reason IS NULL)""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE kept AS
-        SELECT u.code AS u, i.code AS i, min(r.ts) AS ts
+        SELECT u.code AS u, i.code AS i, min(r.ts) AS ts, min(r.time) AS time
         FROM parsed_reviews r JOIN item_codes i USING (item_id) JOIN user_codes u USING (user_id)
         WHERE r.reason IS NULL
         GROUP BY u.code, i.code""")
@@ -74,8 +75,8 @@ def user_index_sql() -> str:
 def sequences_sql(domain: str) -> str:
     return f"""
         SELECT {literal(domain)} AS domain, ux.user_idx,
-               list(ix.item_idx ORDER BY k.ts, k.i) AS item_idxs,
-               list(k.ts ORDER BY k.ts, k.i) AS timestamps,
+               list(ix.item_idx ORDER BY k.time, k.i) AS item_idxs,  -- full precision; ties by item
+               list(k.ts ORDER BY k.time, k.i) AS timestamps,
                count(*)::INTEGER AS length
         FROM kept k
         JOIN item_index ix ON ix.code = k.i
