@@ -51,6 +51,9 @@ class FixtureServer:
         self.log: list[tuple[str, int, int]] = []  # (path, status, body bytes sent)
         self.cut_after: dict[str, int] = {}
         self.content_types: dict[str, str] = {}  # overrides of the type guessed from the name
+        # Content-Encoding sent for a path: "gzip" labels the file as it is; "gzip+again"
+        # compresses it once more first, as a proxy that gzips everything does.
+        self.content_encodings: dict[str, str] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,11 +66,16 @@ class FixtureServer:
                 if not path.is_file():
                     return self._send(rel, 404, b"not found")
                 data = path.read_bytes()
+                encoding = server.content_encodings.get(rel)
+                if encoding == "gzip+again":
+                    data = gzip.compress(data)
                 etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
                 modified = formatdate(path.stat().st_mtime, usegmt=True)
                 kind = server.content_types.get(rel) or mimetypes.guess_type(rel)[0] or "application/octet-stream"
                 headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes",
                            "Content-Type": kind}
+                if encoding:
+                    headers["Content-Encoding"] = encoding.split("+")[0]
                 if self.headers.get("If-None-Match") == etag:
                     return self._send(rel, 304, b"", headers)
                 status, body = 200, data

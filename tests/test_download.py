@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from warehouse.download import DownloadError, TransientDownloadError, fetch, lookup
+from warehouse.download import CorruptRawFile, DownloadError, TransientDownloadError, fetch, lookup
 from warehouse.store import Warehouse
 
 META = "amazon_v2/metaFiles2/meta_Magazine_Subscriptions.json.gz"
@@ -84,3 +84,28 @@ def test_unreachable_host_names_the_url_and_the_mirror_variables(tmp_path):
     with pytest.raises(TransientDownloadError, match="ANT_AMAZON_2018_URL") as info:
         fetch(wh, url, wh.raw_dir / "x", timeout_s=5, progress=False)
     assert url in str(info.value)
+
+
+@pytest.mark.parametrize("path", [META, "amazon_2023/raw/review_categories/Gift_Cards.jsonl.gz"])
+@pytest.mark.parametrize("encoding", ["gzip", "gzip+again"])
+def test_gzip_content_coding_is_undone_exactly_once(tmp_path, server, mirror, path, encoding):
+    """A mirror labelling a stored .gz `Content-Encoding: gzip` sends the file itself; a proxy
+    that compresses it once more sends gzip(gzip). Either way the stored file is the .gz."""
+    wh = Warehouse(tmp_path / "home")
+    server.content_encodings[path] = encoding
+    dest = wh.raw_dir / path.rsplit("/", 1)[1]
+    result = fetch(wh, f"{server.url}/{path}", dest, progress=False)
+    assert sha(dest) == sha(mirror / path) == result.record.sha256
+
+
+def test_a_file_compressed_twice_is_refused_and_not_recorded(tmp_path, server, mirror):
+    """Compressed twice on the mirror itself (no content coding to undo): one error naming the
+    URL and the cause; no file and no record left behind for the next run to reuse."""
+    wh = Warehouse(tmp_path / "home")
+    (mirror / META).write_bytes(gzip.compress((mirror / META).read_bytes()))
+    dest = wh.raw_dir / "meta.json.gz"
+    url = f"{server.url}/{META}"
+    with pytest.raises(CorruptRawFile, match=rf"{url}: .*compressed twice.*Nothing was kept"):
+        fetch(wh, url, dest, progress=False)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+    assert lookup(wh, url) is None

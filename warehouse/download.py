@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from warehouse.store import Warehouse, upsert
 
 log = logging.getLogger(__name__)
 
+GZIP_MAGIC = b"\x1f\x8b"
 HASH_BLOCK = 1 << 20
 INFLATE_CHUNK = 16 << 20  # bound on decompressed bytes held at once while verifying
 GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -87,13 +89,24 @@ def sha256_of(path: Path, prefix: hashlib._Hash | None = None) -> hashlib._Hash:
 def verify_raw(path: Path, name: str | None = None) -> str:
     """The sha256 of `path`, read once; a gzip file (by `name`, default the path's: `.gz`) is
     also decompressed to its end on the way, every member's CRC-32 and length checked, in
-    bounded memory. Raises CorruptRawFile."""
+    bounded memory. What it holds must be the release's text, not gzip again (compressed
+    twice), and a file named without `.gz` must not be gzip. Raises CorruptRawFile."""
     digest = hashlib.sha256()
-    inflater = zlib.decompressobj(GZIP_WBITS) if (name or path.name).endswith(".gz") else None
+    gzipped = (name or path.name).endswith(".gz")
+    inflater = zlib.decompressobj(GZIP_WBITS) if gzipped else None
     try:
         with open(path, "rb") as f:
+            head = f.read(len(GZIP_MAGIC))
+            f.seek(0)
+            if not gzipped and head == GZIP_MAGIC:
+                raise CorruptRawFile(path, "gzip data in a file named without .gz")
+            payload_head = None
             while block := f.read(HASH_BLOCK):
                 digest.update(block)
+                if inflater is not None and payload_head is None:
+                    payload_head = zlib.decompressobj(GZIP_WBITS).decompress(block, len(GZIP_MAGIC))
+                    if payload_head == GZIP_MAGIC:
+                        raise CorruptRawFile(path, "compressed twice: the gzip file holds gzip data, not text")
                 while inflater is not None and block:
                     if inflater.eof:  # the previous member is whole: another one, or zero padding
                         if not block.strip(b"\0"):
@@ -206,6 +219,43 @@ def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse
             f"mirror or a local directory.") from exc
 
 
+def _undo_content_coding(part: Path, coding: str | None, name: str, url: str) -> None:
+    """Undo exactly one layer of HTTP content coding on the stored bytes (they are kept as
+    sent, so that a dropped connection can resume them). A gzip `Content-Encoding` is undone
+    when it really is a layer over the file: a `.gz` file whose content is gzip again (a proxy
+    compressed it once more), or gzip bytes under another name. Mirrors that merely label a
+    stored `.gz` with `Content-Encoding: gzip` send the file itself, which is kept as it is;
+    `verify_raw` then judges what is left, whatever the transport said."""
+    coding = (coding or "identity").strip().lower()
+    if coding == "identity":
+        return
+    if coding not in ("gzip", "x-gzip"):
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: the server sent content coding {coding!r}, which is not supported "
+                            f"(only gzip); nothing was kept. Ask the mirror for the plain file.")
+    with open(part, "rb") as f:
+        if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            return  # labelled gzip, but not gzip: nothing to undo
+    if name.endswith(".gz"):
+        try:
+            with gzip.open(part, "rb") as f:
+                if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+                    return  # the .gz file itself, merely labelled
+        except (OSError, EOFError, zlib.error):
+            return  # verify_raw names what is wrong
+    decoded = part.with_name(part.name + ".decoded")
+    try:
+        with gzip.open(part, "rb") as src, open(decoded, "wb") as out:
+            shutil.copyfileobj(src, out, HASH_BLOCK)
+    except (OSError, EOFError, zlib.error) as exc:
+        decoded.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+        raise CorruptRawFile(url, f"cannot undo its gzip content coding: {exc}",
+                             "Nothing was kept; check the source (or try again).") from exc
+    os.replace(decoded, part)
+    log.info("%s: undid one layer of gzip content coding", url)
+
+
 def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_meta: Path,
              offset: int, previous: DownloadRecord | None, warehouse: Warehouse,
              progress: bool) -> DownloadResult:
@@ -245,6 +295,7 @@ def _receive(response: httpx.Response, url: str, dest: Path, part: Path, part_me
     size = part.stat().st_size
     if total is not None and size != total:
         raise TransientDownloadError(f"{url}: got {size} of {total} bytes; will resume")
+    _undo_content_coding(part, response.headers.get("content-encoding"), dest.name, url)
     digest = _verified(part, url)
     os.replace(part, dest)
     part_meta.unlink(missing_ok=True)
