@@ -264,9 +264,15 @@ def import_atomic_cmd(
             summary = import_atomic(ctx.warehouse, directory, domain, files)
     except UserError as exc:
         _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - an import never ends in a bare traceback
+        failure = RuntimeError(f"importing {directory}: {type(exc).__name__}: {exc} "
+                               f"(run `ant -v import-atomic ...` for the traceback)")
+        failure.__cause__ = exc
+        _fail(failure)
     typer.echo(f"{summary.domain}: {summary.status} {summary.users} users, {summary.items} items, "
                f"{summary.interactions} interactions, features {summary.features or 'none'}"
-               + (f", {summary.rejected} .text lines rejected" if summary.rejected else ""))
+               + (f", {summary.rejected} .text lines rejected" if summary.rejected else "")
+               + (f", {summary.short_users} users without a training item left out" if summary.short_users else ""))
 
 
 @app.command("export-atomic")

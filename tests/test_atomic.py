@@ -2,6 +2,8 @@
 (split, sequences and features exactly as written); format errors name file and line."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,69 @@ def test_text_without_item2index_is_keyed_by_index(tmp_path):
 def test_bad_feature_spec_is_a_usage_error(tmp_path):
     out = ant("import-atomic", str(tmp_path), "--domain", "X", "--feature", "audio=x.feat:3")
     assert out.returncode == 2 and "MODALITY=FILE:DIM" in out.stderr
+
+
+def _one_error_line(stderr: str) -> bool:
+    return "Traceback" not in stderr and sum(line.startswith("error: ") for line in stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, encoding", [("Scientific.text", "gbk"), ("Scientific.item2index", "cp1252")])
+def test_a_file_not_in_utf8_is_one_error_naming_file_and_line(tmp_path, name, encoding):
+    global ITEMS
+    saved, ITEMS = ITEMS, [*ITEMS[:3], "B00Dé", "B00E", "B00F"]
+    try:
+        write_atomic(tmp_path / "data")
+    finally:
+        ITEMS = saved
+    path = tmp_path / "data" / name
+    if name.endswith(".text"):
+        path.write_bytes("B00A\tProduct\nB00B\t中文标题\n".encode("gbk"))
+    else:
+        path.write_bytes(path.read_text().encode(encoding))
+    out = ant("import-atomic", str(tmp_path / "data"), "--domain", "Sci", env={"ANT_HOME": str(tmp_path / "home")})
+    line = 2 if name.endswith(".text") else 4
+    assert out.returncode == 1 and _one_error_line(out.stderr), out.stderr
+    assert f"error: {path}:{line}: not UTF-8" in out.stderr and "convert the file" in out.stderr
+
+
+def test_users_without_a_training_item_are_left_out_and_counted(tmp_path):
+    """UniSRec's --user_k 2 writes a 2-item user as `4 <tab><tab> 3` (empty valid history)."""
+    write_atomic(tmp_path / "data")
+    with open(tmp_path / "data" / "Scientific.valid.inter", "a") as f:
+        f.write("4\t\t3\n")
+    with open(tmp_path / "data" / "Scientific.test.inter", "a") as f:
+        f.write("4\t3\t5\n")
+    (tmp_path / "data" / "Scientific.user2index").unlink()
+    out = ant("import-atomic", str(tmp_path / "data"), "--domain", "Sci", env={"ANT_HOME": str(tmp_path / "home")})
+    assert out.returncode == 0, out.stderr
+    assert "4 users, 6 items, 18 interactions" in out.stdout
+    assert "1 users without a training item left out" in out.stdout
+    assert "Scientific.valid.inter:6" in out.stderr  # the first one is named in the warning
+
+
+def test_user_tokens_mixing_digits_and_letters_sort_as_strings(tmp_path):
+    write_atomic(tmp_path / "data")
+    for split in ("train", "valid", "test"):
+        path = tmp_path / "data" / f"Scientific.{split}.inter"
+        path.write_text(path.read_text().replace("\n3\t", "\nAX12PQ\t").replace("\n0\t", "\n10473\t"))
+    (tmp_path / "data" / "Scientific.user2index").unlink()
+    wh = Warehouse(tmp_path / "home")
+    import_atomic(wh, tmp_path / "data", "Sci", [])
+    with wh.reader() as con:
+        users = [u for (u,) in con.execute("SELECT user_id FROM user_index ORDER BY user_idx").fetchall()]
+    assert users == ["1", "10473", "2", "AX12PQ"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "Scientific.test.inter").write_text(HEADER + "0\t0 1 2 3\t¹\n"), r"unknown item token '¹'"),
+    (lambda d: [(d / f"Scientific.{s}.inter").write_text(HEADER) for s in ("train", "valid", "test")],
+     "no user with a training item"),
+    (lambda d: (d / "Scientific.valid.inter").write_bytes(b""), r"valid.inter: empty"),
+])
+def test_more_format_errors_are_one_line(tmp_path, damage, message):
+    write_atomic(tmp_path / "data")
+    (tmp_path / "data" / "Scientific.item2index").unlink()
+    damage(tmp_path / "data")
+    out = ant("import-atomic", str(tmp_path / "data"), "--domain", "Sci", env={"ANT_HOME": str(tmp_path / "home")})
+    assert out.returncode == 1 and _one_error_line(out.stderr), out.stderr
+    assert re.search(message, out.stderr)

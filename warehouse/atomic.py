@@ -11,8 +11,10 @@ checked against it. Item index i becomes warehouse `item_idx` i + 1 (0 is paddin
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +54,7 @@ class AtomicSummary:
     features: dict[str, int]
     status: str = "imported"  # or "unchanged"
     rejected: int = 0  # .text lines naming no item of the dataset
+    short_users: int = 0  # users without a training item, left out
 
 
 def _prefix(directory: Path, domain: str) -> str:
@@ -64,39 +67,76 @@ def _prefix(directory: Path, domain: str) -> str:
     return found[0]
 
 
+def _names_file(read: Callable) -> Callable:
+    """A reader whose unexpected failures become one AtomicFormatError naming its file (the
+    first argument, or its `.path`); the cause stays chained for `-v`."""
+    @functools.wraps(read)
+    def wrapper(source, *args, **kwargs):
+        try:
+            return read(source, *args, **kwargs)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure, named once
+            path = getattr(source, "path", source)
+            raise AtomicFormatError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); "
+                                    f"run `ant -v import-atomic ...` for the traceback") from exc
+    return wrapper
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end) of a UTF-8 text file (LF or CRLF)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AtomicFormatError(
+                    f"{path}:{n}: not UTF-8 ({exc.reason} at byte {exc.start}); the atomic format is UTF-8: "
+                    f"convert the file, e.g. `iconv -f GBK -t UTF-8` (or -f CP1252)") from exc
+            yield n, line.removeprefix("\ufeff").rstrip("\r\n") if n == 1 else line.rstrip("\r\n")
+
+
+def is_index(token: str) -> bool:
+    """An index token: ASCII digits only (`str.isdigit` also accepts '¹' and other scripts' digits)."""
+    return token.isascii() and token.isdigit()
+
+
+@_names_file
 def _read_inter(path: Path) -> list[tuple[int, str, list[str], str]]:
     """(line, user token, history tokens, target token) of an .inter file."""
     if not path.exists():
         raise AtomicFormatError(f"{path}: missing")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        names = [h.split(":")[0] for h in header]
-        if names != ["user_id", "item_id_list", "item_id"]:
-            raise AtomicFormatError(f"{path}:1: header {header} is not "
-                                    f"user_id:token, item_id_list:token_seq, item_id:token")
-        for n, line in enumerate(f, 2):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3:
-                raise AtomicFormatError(f"{path}:{n}: expected 3 tab-separated fields, got {len(parts)}")
-            rows.append((n, parts[0], parts[1].split(), parts[2]))
+    for n, line in _lines(path):
+        parts = line.split("\t")
+        if n == 1:
+            if [h.split(":")[0] for h in parts] != ["user_id", "item_id_list", "item_id"]:
+                raise AtomicFormatError(f"{path}:1: header {parts} is not "
+                                        f"user_id:token, item_id_list:token_seq, item_id:token")
+            continue
+        if len(parts) != 3:
+            raise AtomicFormatError(f"{path}:{n}: expected 3 tab-separated fields, got {len(parts)}")
+        rows.append((n, parts[0], parts[1].split(), parts[2]))
+    if not rows and path.stat().st_size == 0:
+        raise AtomicFormatError(f"{path}: empty (not even a header)")
     return rows
 
 
+@_names_file
 def _read_map(path: Path) -> dict[str, int] | None:
     """raw id → 0-based index, from `raw <tab> index` lines."""
     if not path.exists():
         return None
     out = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise AtomicFormatError(f"{path}:{n}: expected `raw_id <tab> index`")
-            out[parts[0]] = int(parts[1])
+    for n, line in _lines(path):
+        parts = line.split("\t")
+        if len(parts) != 2 or not is_index(parts[1]):
+            raise AtomicFormatError(f"{path}:{n}: expected `raw_id <tab> index`")
+        out[parts[0]] = int(parts[1])
     return out
 
 
+@_names_file
 def _read_text(path: Path, index_of) -> tuple[dict[int, str], int]:
     """(item index → text, rejected lines) of a `.text` file. UniSRec keys it by raw item id,
     so `index_of(key)` resolves a key (through `.item2index`, or as an index where there is
@@ -104,29 +144,30 @@ def _read_text(path: Path, index_of) -> tuple[dict[int, str], int]:
     if not path.exists():
         return {}, 0
     out, rejected = {}, 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t", 1)
-            if n == 1 and ":token" in parts[0]:
-                continue  # a RecBole header
-            if (index := index_of(parts[0])) is None:
-                if not rejected:
-                    log.warning("%s:%d: item %r is not an item of the dataset; its text is skipped "
-                                "(further such lines are counted, not named)", path, n, parts[0])
-                rejected += 1
-                continue
-            out[index] = parts[1] if len(parts) == 2 else ""
+    for n, line in _lines(path):
+        parts = line.split("\t", 1)
+        if n == 1 and ":token" in parts[0]:
+            continue  # a RecBole header
+        if (index := index_of(parts[0])) is None:
+            if not rejected:
+                log.warning("%s:%d: item %r is not an item of the dataset; its text is skipped "
+                            "(further such lines are counted, not named)", path, n, parts[0])
+            rejected += 1
+            continue
+        out[index] = parts[1] if len(parts) == 2 else ""
     return out, rejected
 
 
-def _sequences(prefix: Path, item_of) -> dict[str, tuple[list[int], int, int]]:
-    """user token → (training sequence, valid target, test target), as item indices."""
+def _sequences(prefix: Path, item_of) -> tuple[dict[str, tuple[list[int], int, int]], list[str]]:
+    """(user token → (training sequence, valid target, test target) as item indices; where each
+    user with no training item is, e.g. `4 <tab><tab> 3` as UniSRec's `--user_k 2` writes).
+    Such users are left out: a leave-one-out split needs a training item."""
     train: dict[str, list[tuple[list[str], str]]] = {}
     for _, user, history, target in _read_inter(Path(f"{prefix}.train.inter")):
         train.setdefault(user, []).append((history, target))
     valid = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.valid.inter"))}
     test = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.test.inter"))}
-    out = {}
+    out, short = {}, []
     for user, (line, valid_history, valid_target) in valid.items():
         # One row per training target, written last target first; histories are cut to the
         # last 50, so length alone cannot order them: a stable sort of the reversed rows does.
@@ -141,11 +182,15 @@ def _sequences(prefix: Path, item_of) -> dict[str, tuple[list[int], int, int]]:
         if test_history != (seq + [valid_target])[-len(test_history):]:
             raise AtomicFormatError(f"{prefix}.test.inter:{t_line}: history of user {user} is not "
                                     f"training sequence + valid item")
+        if not seq:
+            short.append(where)
+            continue
         out[user] = ([item_of(t, where) for t in seq], item_of(valid_target, where),
                      item_of(test_target, f"{prefix}.test.inter:{t_line}"))
-    return out
+    return out, short
 
 
+@_names_file
 def _load_feature(f: FeatureFile, n_items: int) -> np.ndarray:
     size = f.path.stat().st_size if f.path.exists() else None
     if size is None:
@@ -199,21 +244,29 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     raw_item = {i: raw for raw, i in item2index.items()} if item2index else None
 
     def item_of(token: str, where: str) -> int:
-        if not token.isdigit() or (raw_item is not None and int(token) not in raw_item):
+        if not is_index(token) or (raw_item is not None and int(token) not in raw_item):
             raise AtomicFormatError(f"{where}: unknown item token {token!r}"
                                     f"{' (not in ' + prefix.name + '.item2index)' if raw_item else ''}")
         return int(token)
 
-    seqs = _sequences(prefix, item_of)
+    seqs, short = _sequences(prefix, item_of)
+    if short:
+        log.warning("%s: %d users have no training item (fewer than 3 items) and are left out, the first at %s",
+                    prefix.name, len(short), short[0])
+    if not seqs:
+        raise AtomicFormatError(f"{prefix}.valid.inter: no user with a training item, valid and test item: "
+                                f"nothing to import")
     n_items = len(item2index) if item2index else 1 + max(
         max([*s, v, t]) for s, v, t in seqs.values())
     item_ids = [raw_item[i] if raw_item else str(i) for i in range(n_items)]
     raw_user = {str(i): raw for raw, i in user2index.items()} if user2index else {}
-    users = sorted(seqs, key=lambda u: int(u) if u.isdigit() else u)
+    # index tokens in index order; any other token makes them all plain strings, sorted as such
+    numeric = all(is_index(u) for u in seqs)
+    users = sorted(seqs, key=int) if numeric else sorted(seqs)
     if item2index:
         index_of = item2index.get
     else:
-        index_of = lambda key: int(key) if key.isdigit() and int(key) < n_items else None  # noqa: E731
+        index_of = lambda key: int(key) if is_index(key) and int(key) < n_items else None  # noqa: E731
     texts, text_rejected = _read_text(Path(f"{prefix}.text"), index_of)
 
     full = {u: [i + 1 for i in s] + [v + 1, t + 1] for u, (s, v, t) in seqs.items()}
@@ -271,7 +324,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
         "raw_reviews": interactions, "raw_items": n_items, "rejected": text_rejected, "duplicate_meta_rows": 0,
         "ingested_at": datetime.now(timezone.utc)}})
     return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features},
-                         rejected=text_rejected)
+                         rejected=text_rejected, short_users=len(short))
 
 
 def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:
