@@ -4,6 +4,11 @@ Every item of the target catalogue is ranked for every user; the items of the us
 sequence are excluded; one relevant item per user. Per-user metrics are kept, so that "A beats
 B" comes with a paired bootstrap confidence interval over users.
 
+One masking rule serves evaluation and serving (`exclude_seen`, used by `recommend` too): the
+items of the history are never recommended, so a target that repeats a history item (repeat
+consumption) is a miss, exactly as the `recommendations` table shows it; RecBole's full-sort
+evaluation masks history the same way. A score that is not finite (NaN, ±inf) ranks last.
+
 Ties are counted as a random tie-break would count them, in expectation: the target sits
 uniformly at one of the places `greater + 1 … greater + ties + 1`, and each metric is its mean
 over those places. Real catalogues hold many items with identical features (same title, no
@@ -26,6 +31,8 @@ SELECT_ON = "recall@10"  # the validation metric that picks the best epoch and t
 # Scores this many float32 steps apart (relative to the target's score) are a tie: identical
 # items can differ in the last bits of a matrix product.
 TIE_ULPS = 8
+# `greater` of a target that can never be recommended (seen, or scored non-finite): past any cutoff
+NEVER = np.iinfo(np.int32).max
 
 # histories [B, T] (right-padded item ids) → scores [B, n_items + 1] (column 0 is padding)
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -67,6 +74,15 @@ class Evaluation:
             return cls(data["greater"], data["ties"])
 
 
+def exclude_seen(scores: torch.Tensor, seen: list[np.ndarray]) -> torch.Tensor:
+    """`scores` [B, n_items + 1] with every non-finite score, the padding column 0 and each
+    row's `seen` items set to -inf, in place: what may never be recommended, and what no model
+    may win with (NaN compares as neither greater nor smaller, which would rank it first)."""
+    scores.masked_fill_(~torch.isfinite(scores), float("-inf"))
+    scores.scatter_(1, pad([np.append(s, 0) for s in seen]).to(scores.device), float("-inf"))
+    return scores
+
+
 @torch.inference_mode()
 def rank_targets(score: Scorer, examples: list[tuple[np.ndarray, int]], batch_size: int,
                  max_len: int, device: torch.device | str = "cpu",
@@ -79,15 +95,16 @@ def rank_targets(score: Scorer, examples: list[tuple[np.ndarray, int]], batch_si
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         masked = exclude[start:start + batch_size] if exclude is not None else [h for h, _ in chunk]
-        scores = score(history_batch([h for h, _ in chunk], max_len).to(device)).float()
+        scores = exclude_seen(score(history_batch([h for h, _ in chunk], max_len).to(device)).float(), masked)
         targets = torch.tensor([t for _, t in chunk], device=scores.device)
         target_scores = scores.gather(1, targets[:, None])
-        seen = pad([np.append(m, [0, t]) for m, (_, t) in zip(masked, chunk)]).to(scores.device)  # + padding, target
-        scores.scatter_(1, seen, float("-inf"))
+        scores.scatter_(1, targets[:, None], float("-inf"))  # the target is not its own competitor
+        missed = torch.isneginf(target_scores[:, 0])  # masked (seen) or not finite: never recommended
+        target_scores = torch.where(missed[:, None], 0.0, target_scores)
         tolerance = target_scores.abs().clamp(min=1.0) * torch.finfo(scores.dtype).eps * TIE_ULPS
         distance = scores - target_scores
-        greater.append((distance > tolerance).sum(dim=1).cpu().numpy())
-        ties.append((distance.abs() <= tolerance).sum(dim=1).cpu().numpy())
+        greater.append(torch.where(missed, NEVER, (distance > tolerance).sum(dim=1)).cpu().numpy())
+        ties.append(torch.where(missed, 0, (distance.abs() <= tolerance).sum(dim=1)).cpu().numpy())
     if not greater:
         return Evaluation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     return Evaluation(np.concatenate(greater), np.concatenate(ties))

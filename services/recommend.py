@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from ant_model import checkpoint
-from ant_model.data import history_batch, pad
+from ant_model.data import history_batch
 from ant_model.device import pick_device
+from ant_model.evaluate import exclude_seen
 from services.context import Context
 from services.training import domain_data
 from warehouse import recommendations, registry, training
@@ -26,8 +27,7 @@ def _promoted_model(ctx: Context, target: str):
 @torch.inference_mode()
 def _top_k(score, histories: list[np.ndarray], k: int, max_len: int, device) -> tuple[np.ndarray, np.ndarray]:
     """(items [B, k], scores [B, k]) best first; the history and padding are never recommended."""
-    scores = score(history_batch(histories, max_len).to(device)).float()
-    scores.scatter_(1, pad([np.append(h, 0) for h in histories]).to(device), float("-inf"))
+    scores = exclude_seen(score(history_batch(histories, max_len).to(device)).float(), histories)
     top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
 

@@ -215,3 +215,46 @@ def test_more_format_errors_are_one_line(tmp_path, damage, message):
     out = ant("import-atomic", str(tmp_path / "data"), "--domain", "Sci", env={"ANT_HOME": str(tmp_path / "home")})
     assert out.returncode == 1 and _one_error_line(out.stderr), out.stderr
     assert re.search(message, out.stderr)
+
+
+def test_readme_sql_slice_reproduces_the_registered_test_recall_with_repeats(tmp_path):
+    """Repeat consumption (a test target already in the user's history, RecBole#1823): the
+    README's Recall@10 query over `recommend --all` equals the registry's test Recall@10."""
+    from pathlib import Path
+
+    import duckdb
+
+    from ant_config import AntConfig
+    from services.context import Context
+    from services.planning import adapt_plan
+    from services.recommend import recommend_all
+    from services.training import run_adapt
+    from warehouse import registry
+    global SEQUENCES, ITEMS
+    saved = SEQUENCES, ITEMS
+    rng = np.random.default_rng(0)
+    ITEMS = [f"I{i:03d}" for i in range(30)]
+    SEQUENCES = {str(u): [int(i) for i in rng.integers(0, 30, size=int(rng.integers(4, 9)))] for u in range(60)}
+    for u in range(0, 60, 3):  # every third user's test item repeats an earlier one
+        SEQUENCES[str(u)][-1] = SEQUENCES[str(u)][0]
+    try:
+        write_atomic(tmp_path / "data", max_len=50)
+    finally:
+        SEQUENCES, ITEMS = saved
+    feats = rng.normal(size=(30, 8)).astype(np.float32)
+    feats.tofile(tmp_path / "data" / "Scientific.feat1CLS")
+    config = AntConfig.model_validate({"home": str(tmp_path / "home"), "model": {"width": 16, "ffn_width": 16},
+                                       "adapt": {"epochs": 3, "batch_size": 64}})
+    ctx = Context.of(config)
+    import_atomic(ctx.warehouse, tmp_path / "data", "Sci", [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
+    result = run_adapt(ctx, adapt_plan(ctx, "Sci", "scratch", 0, None))
+    registry.promote(ctx.warehouse, result["version"], "test")
+    recommend_all(ctx, "Sci", 10, 32)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    query = readme.split("```sql\n")[1].split("```")[0].replace("'Gift_Cards'", "'Sci'")
+    with ctx.warehouse.reader() as con:
+        buckets = con.execute(query).fetchall()
+    users = sum(n for _, n, _ in buckets)
+    assert users == 60
+    assert sum(n * r for _, n, r in buckets) / users == pytest.approx(result["recall@10"], abs=1e-12)
+    assert result["recall@10"] > 0  # something to reproduce

@@ -163,6 +163,22 @@ def test_ranking_excludes_the_whole_history_and_padding():
     assert ev.greater[0] == sum(scores[i] > scores[target] for i in candidates) and ev.ties[0] == 0
 
 
+def test_a_target_repeating_a_history_item_is_a_miss():
+    """Repeat consumption: the history is never recommended, so its repeat cannot be hit (the
+    same rule as `recommend`, and as RecBole's full-sort masking)."""
+    scores = torch.arange(11, dtype=torch.float32).repeat(2, 1)  # item 10 is everyone's best
+    ev = rank_targets(lambda hist: scores[:len(hist)].clone(), [(np.array([10, 3]), 10), (np.array([3]), 10)], 4, 8)
+    assert ev.greater[1] == 0 and ev.ranks[0] > 1e9 and ev.metrics()["recall@50"] == 0.5
+
+
+def test_non_finite_scores_rank_last():
+    nan = torch.full((1, 6), float("nan"))
+    assert rank_targets(lambda hist: nan.clone(), [(np.array([1]), 2)], 4, 8).metrics()["recall@10"] == 0.0
+    some = torch.tensor([[0.0, float("nan"), 0.5, float("inf"), 0.1, float("-inf")]])
+    ev = rank_targets(lambda hist: some.clone(), [(np.array([4]), 2)], 4, 8)
+    assert (ev.greater[0], ev.ties[0]) == (0, 0)  # NaN and inf candidates never outrank the target
+
+
 def test_sasrec_scores_by_dot_product_over_item_ids():
     cfg = AntConfig().sasrec.architecture(SMALL)
     model = ANT({}, cfg, n_items=6).eval()
