@@ -24,7 +24,7 @@ from ant_model import checkpoint
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import DomainData, merge
 from ant_model.model import ANT
-from ant_model.train import FitResult, fit
+from ant_model.train import FitResult, fit, seed_everything
 
 TRANSFORMER = "sequence.layers."  # parameter-name prefix of the Transformer layers
 
@@ -34,6 +34,7 @@ def pretrain(domains: list[DomainData], model_cfg: ModelConfig, train_cfg: Train
     """Pre-train on several auxiliary domains at once (training splits, in-batch InfoNCE +
     alignment)."""
     data = merge(domains)
+    seed_everything(train_cfg)  # the initial weights are the seed's, whatever ran before in this process
     model = ANT(data.feature_dims, model_cfg, data.n_items)
     return model, fit(model, data, train_cfg, "in_batch", checkpoint_dir, progress)
 
@@ -72,6 +73,7 @@ def adapt(method: str, target: DomainData, model_cfg: ModelConfig, train_cfg: Tr
           pretrained: Path | None = None, checkpoint_dir: Path | None = None,
           progress: bool = True, relearn: Relearn = Relearn()) -> tuple[ANT, FitResult]:
     """Train `method` on the target (full-catalogue softmax), keep the best validation epoch."""
+    seed_everything(train_cfg)  # the initial (and re-learned) weights are the seed's
     model = build(method, target, model_cfg, pretrained, relearn)
     lr_scale = {TRANSFORMER: relearn.transformer_lr_scale} if method == "relearn" else None
     return model, fit(model, target, train_cfg, "full", checkpoint_dir, progress, lr_scale)

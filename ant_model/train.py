@@ -45,12 +45,16 @@ class FitResult:
     seconds: float
     targets_per_s: float
     history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, seconds so far
+    # True on the CPU (same seed, same weights, same metrics) and on CUDA with
+    # `deterministic: true`; CUDA kernels are otherwise free to reorder their sums
+    deterministic: bool = True
 
     def summary(self) -> dict:
         """What every training result reports (JSON line, registry, report)."""
         to_best = next((h["seconds"] for h in self.history if h["epoch"] == self.best_epoch), None)
         return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "stopped_by": self.stopped_by,
-                "seconds": round(self.seconds, 1), "seconds_to_best": to_best and round(to_best, 1)}
+                "seconds": round(self.seconds, 1), "seconds_to_best": to_best and round(to_best, 1),
+                "deterministic": self.deterministic}
 
 
 def seed_everything(cfg: TrainConfig) -> None:
@@ -214,4 +218,4 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
     model.load_state_dict(best_state)
     seconds = time.monotonic() - started
     return FitResult(best_epoch, best_valid, len(history), stopped_by, seconds,
-                     examples / max(seconds, 1e-9), history)
+                     examples / max(seconds, 1e-9), history, device.type == "cpu" or cfg.deterministic)

@@ -21,7 +21,7 @@ from warehouse import registry, training
 from warehouse.store import WarehouseError
 
 # Bump when a change to the code changes what a run produces: every version changes with it.
-CODE_VERSION = 4  # 4: a repeated (seen) target is a miss, non-finite scores rank last
+CODE_VERSION = 4  # 4: a repeated (seen) target is a miss, non-finite scores rank last, seeded initial weights
 PRETRAIN_KINDS = ("ant", "text-only")
 
 

@@ -17,7 +17,7 @@ from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
 from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
 from ant_model.model import ANT
-from ant_model.strategies import build, pretrain
+from ant_model.strategies import adapt, build, pretrain
 from ant_model.train import fit
 from ant_model.synthetic import make_benchmark
 
@@ -354,3 +354,24 @@ def test_patience_spans_at_least_min_patience_steps(bench, monkeypatch):
     best = 0  # validation is flat for 25 epochs: ties do not reset patience
     assert (stopped.best_epoch, stopped.epochs_run, stopped.stopped_by) == (best, best + 3, "patience")
     assert (waited.best_epoch, waited.epochs_run, waited.stopped_by) == (best, best + 13, "patience")
+
+
+def test_one_version_trains_to_the_same_model_whatever_ran_before(bench, tmp_path):
+    """Same data, settings and seed: the same initial weights (also the re-learned adaptors'),
+    the same training, the same metrics, even after other work drew from the global RNG."""
+    aux, target = bench
+    train = TrainConfig(epochs=2, batch_size=64, patience=2, min_patience_steps=0, seed=5)
+    parent, _ = pretrain(aux, SMALL, train, checkpoint_dir=tmp_path / "parent", progress=False)
+    checkpoint.save(tmp_path / "parent", parent, {"feature_dims": merge(aux).feature_dims, "n_items": merge(aux).n_items})
+    for method in ("scratch", "relearn"):
+        runs = []
+        for noise in (1, 1000):  # other work in the same process in between
+            torch.rand(noise)
+            np.random.default_rng().random(noise)
+            model, result = adapt(method, target, SMALL, train, tmp_path / "parent" if method != "scratch" else None,
+                                  progress=False)
+            runs.append((model.state_dict(), result))
+        (first, a), (second, b) = runs
+        assert all(torch.equal(first[k], second[k]) for k in first), method
+        assert a.best_valid == b.best_valid, method
+        assert a.summary()["deterministic"], method  # and the registry says so
