@@ -8,6 +8,7 @@ The DAG commands (`ingest`, `features`, `run`) run the Prefect flows. Known fail
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import logging
@@ -32,16 +33,44 @@ FLOW_COMMANDS = ("ingest", "features", "run", "demo")
 _verbose = False
 
 
+class _HeldPrefectErrors(logging.Filter):
+    """Without -v, Prefect's ERROR records (a failed task or flow run, with its traceback) are
+    held back: a known failure then ends in one `error:` line that says it all (`_fail` drops
+    them), and any other ending prints them at exit. The Prefect UI keeps every record."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler, self.held = handler, []
+        atexit.register(self.release)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("prefect") and record.levelno >= logging.ERROR:
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        self.handler.removeFilter(self)
+        for record in self.held:
+            self.handler.handle(record)
+        self.held.clear()
+
+
+_held: _HeldPrefectErrors | None = None
+
+
 def _fail(exc: BaseException) -> None:
     if _verbose:
         traceback.print_exception(exc)
+    if _held is not None:
+        _held.held.clear()  # the error line below says what they said
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
 
 
 @app.callback()
 def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    global _verbose
+    global _verbose, _held
     _verbose = verbose
     handler = logging.StreamHandler()
     if ctx.invoked_subcommand in FLOW_COMMANDS:  # name the task or flow run of each line
@@ -53,6 +82,9 @@ def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose",
         handler.setFormatter(PrefectFormatter(
             LOG_FORMAT, task_run_fmt="%(asctime)s %(levelname)s task run %(task_run_name)r: %(message)s",
             flow_run_fmt="%(asctime)s %(levelname)s flow run %(flow_run_name)r: %(message)s"))
+        if not verbose:
+            _held = _HeldPrefectErrors(handler)
+            handler.addFilter(_held)
     else:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])

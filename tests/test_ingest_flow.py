@@ -7,6 +7,7 @@ import gzip
 import shutil
 
 import pytest
+import yaml
 
 from flows.ingest import ingest
 from tests.conftest import FIXTURES
@@ -105,3 +106,23 @@ def test_switching_mirrors_never_mixes_their_data(prefect, server, mirror, write
     assert interactions() == good
     raw = sorted(p.relative_to(wh.raw_dir) for p in wh.raw_dir.rglob("Gift_Cards_5.json.gz"))
     assert len(raw) == 2 and raw[0].parent != raw[1].parent  # one folder per source, nothing overwritten
+
+
+def test_a_known_failure_of_a_flow_command_is_one_error_line(tmp_path):
+    """Without -v the user sees progress lines and one `error:` line, not Prefect's task and
+    flow tracebacks; -v keeps them."""
+    from tests.test_cli_config import ant
+    data = tmp_path / "bad"
+    data.mkdir()
+    for split in ("train", "valid", "test"):  # header only: nothing to import
+        (data / f"Bad.{split}.inter").write_text("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "auxiliary": ["Bad"],
+                                      "imports": [{"name": "Bad", "dir": str(data)}]}))
+    out = ant("ingest", "-c", str(config))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and " ERROR " not in out.stderr, out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {data / 'Bad.valid.inter'}: no user with a training item, valid and test item: nothing to import"]
+    verbose = ant("-v", "ingest", "-c", str(config))
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
