@@ -1,7 +1,7 @@
 """The one typed, validated configuration of the pipeline, loaded from YAML.
 
 Precedence, lowest to highest: defaults here < the YAML file < environment variables
-(`ANT_HOME`, `ANT_AMAZON_2018_URL`, `ANT_AMAZON_2023_URL`, `ANT_NODE_RANK`) < command-line flags.
+(`ANT_HOME`, `ANT_AMAZON_2014_URL`, `ANT_AMAZON_2018_URL`, `ANT_AMAZON_2023_URL`, `ANT_NODE_RANK`) < command-line flags.
 Every default from the method spec (`docs` in the README) is a field here, never a literal in code.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ant_config.errors import UserError
 from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories, domain_name
 
 ENV_HOME = "ANT_HOME"
-ENV_URL = {"2018": "ANT_AMAZON_2018_URL", "2023": "ANT_AMAZON_2023_URL"}
+ENV_URL = {"2014": "ANT_AMAZON_2014_URL", "2018": "ANT_AMAZON_2018_URL", "2023": "ANT_AMAZON_2023_URL"}
 ENV_NODE_RANK = "ANT_NODE_RANK"  # this machine's rank in multi-node pre-training
 
 
@@ -32,14 +32,15 @@ class _Section(BaseModel):
 class Sources(_Section):
     """Where the raw files come from: http(s)://, file:// or a plain local directory."""
 
+    amazon_2014_url: str = DEFAULT_BASE_URLS["2014"]
     amazon_2018_url: str = DEFAULT_BASE_URLS["2018"]
     amazon_2023_url: str = DEFAULT_BASE_URLS["2023"]
-    # 2018 publishes a pre-filtered 5-core review file per category; "all" takes the full file.
-    # 2023 always uses the raw review file (our own k-core filter does the rest).
+    # 2014 and 2018 publish a pre-filtered 5-core review file per category; "all" takes the full
+    # file. 2023 always uses the raw review file (our own k-core filter does the rest).
     reviews_2018: Literal["5core", "all"] = "5core"
 
     def base_url(self, release: str) -> str:
-        return self.amazon_2018_url if release == "2018" else self.amazon_2023_url
+        return getattr(self, f"amazon_{release}_url")
 
 
 class Download(_Section):
@@ -340,7 +341,7 @@ def _pretrain_defaults() -> TrainConfig:
 
 class AntConfig(_Section):
     home: Path = Path("ant-data")
-    release: Literal["2018", "2023"] = "2018"
+    release: Literal["2014", "2018", "2023"] = "2018"
 
     @field_validator("release", mode="before")
     @classmethod

@@ -6,11 +6,20 @@ from __future__ import annotations
 from ant_config.errors import UserError
 
 DEFAULT_BASE_URLS: dict[str, str] = {
+    "2014": "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/",
     "2018": "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2/",
     "2023": "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023/",
 }
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
+    # The 2014 release's 24 categories with a 5-core review file (McAuley et al., SIGIR 2015)
+    "2014": (
+        "Amazon_Instant_Video", "Apps_for_Android", "Automotive", "Baby", "Beauty", "Books",
+        "CDs_and_Vinyl", "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry", "Digital_Music",
+        "Electronics", "Grocery_and_Gourmet_Food", "Health_and_Personal_Care", "Home_and_Kitchen",
+        "Kindle_Store", "Movies_and_TV", "Musical_Instruments", "Office_Products", "Patio_Lawn_and_Garden",
+        "Pet_Supplies", "Sports_and_Outdoors", "Tools_and_Home_Improvement", "Toys_and_Games", "Video_Games",
+    ),
     "2018": (
         "AMAZON_FASHION", "All_Beauty", "Appliances", "Arts_Crafts_and_Sewing", "Automotive",
         "Books", "CDs_and_Vinyl", "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry",
@@ -51,6 +60,7 @@ def check_categories(release: str, categories: list[str]) -> None:
 
 
 def domain_name(release: str, category: str) -> str:
-    """Warehouse domain key: the category for 2018 (the paper's release), `<cat>_2023` for 2023,
-    so that both releases of one category can live side by side in one warehouse."""
-    return category if release == "2018" else f"{category}_2023"
+    """Warehouse domain key: the category for 2018 (the paper's release), `<cat>_2014` and
+    `<cat>_2023` for the others, so that every release of a category can live side by side in
+    one warehouse."""
+    return category if release == "2018" else f"{category}_{release}"

@@ -228,3 +228,50 @@ def test_an_empty_title_falls_back_to_the_first_description_sentences(tmp_path):
     assert texts["A"] == "Fresh beans. Roasted weekly! Ships cold. Coffee Acme"
     assert texts["B"].endswith(".") and len(texts["B"]) <= 200 and texts["B"].startswith("Rich dark roast.")
     assert texts["C"] == "Mug & Lid Kitchen Acme"
+
+
+def test_the_2014_release_parses_python_literal_metadata_safely(tmp_path):
+    """2014 metadata is one Python dict literal per line: parsed with ast.literal_eval (a line
+    that would run code is a named reject, and runs nothing), strict JSON lines too."""
+    src = FIXTURES / "amazon-2014"
+    wh = Warehouse(tmp_path / "home")
+    summary = ingest_files(wh, "2014", "Beauty", src / "reviews_Beauty_5.json.gz", src / "meta_Beauty.json.gz")
+    assert (summary.domain, summary.users, summary.items, summary.interactions) == ("Beauty_2014", 6, 5, 30)
+    assert summary.rejected == 2
+    with wh.reader() as con:
+        items = {r[0]: r[1:] for r in con.execute(
+            "SELECT item_id, title, brand, categories, price, image_urls, text FROM items").fetchall()}
+        rejects = con.execute("SELECT line, reason FROM rejects ORDER BY line").fetchall()
+    assert items["B2014A0001"][:5] == ("Rose & Oud Eau de Parfum", "Maison", ["Beauty", "Fragrance", "Women"], 34.5,
+                                       ["http://ecx.images-amazon.com/images/I/41a.jpg"])
+    assert items["B2014A0002"][0] == "L'Oreal Lip Balm" and items["B2014A0002"][3] == 3.17
+    assert items["B2014A0003"][5] == "A gentle cleanser. Suits every skin. Beauty"  # no title: the description
+    assert items["B2014A0004"][:4] == ("Strict JSON Line Shampoo", None, ["Beauty", "Hair Care"], 7.0)
+    assert items["B2014A0005"][1] == "Essie"
+    assert rejects == [(6, "malformed Python dict literal"), (7, "malformed Python dict literal")]
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_an_empty_domain_error_names_the_dominant_reject_reason(tmp_path):
+    """1547 lines of Python literals read as JSON used to say only '(1547 rejected)'."""
+    src = FIXTURES / "amazon-2014"
+    meta_as_2018 = tmp_path / "src" / "meta_Beauty.json.gz"
+    meta_as_2018.parent.mkdir(parents=True)
+    meta_as_2018.write_bytes((src / "meta_Beauty.json.gz").read_bytes())
+    wh = Warehouse(tmp_path / "home")
+    with pytest.raises(Exception, match=r"empty after filtering \(30 review lines, 6 rejected; 6 of them: "
+                                        r"'malformed JSON', the first at metadata line 1\)"):
+        ingest_files(wh, "2018", "Beauty", src / "reviews_Beauty_5.json.gz", meta_as_2018)
+
+
+def test_2014_release_in_the_config_and_its_file_layout(monkeypatch):
+    from ant_config import ConfigError, load_config
+    from warehouse.sources import source_files
+    monkeypatch.setenv("ANT_AMAZON_2014_URL", "http://127.0.0.1:9/mirror2014/")
+    config = load_config(None, release=2014, auxiliary=["Beauty"], targets=["Toys_and_Games"])
+    assert config.domains == ["Beauty_2014", "Toys_and_Games_2014"]
+    assert config.sources.base_url("2014") == "http://127.0.0.1:9/mirror2014/"
+    assert [f.url(config.sources.base_url("2014")) for f in source_files("2014", "Beauty")] == [
+        "http://127.0.0.1:9/mirror2014/reviews_Beauty_5.json.gz", "http://127.0.0.1:9/mirror2014/meta_Beauty.json.gz"]
+    with pytest.raises(ConfigError, match="valid names for 2014 are: Amazon_Instant_Video"):
+        load_config(None, release="2014", auxiliary=["Gift_Cards"])

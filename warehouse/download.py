@@ -215,7 +215,7 @@ def _fetch_http(url: str, dest: Path, previous: DownloadRecord | None, warehouse
     except httpx.TransportError as exc:
         raise TransientDownloadError(
             f"{url}: {type(exc).__name__}: {exc}. If the host is unreachable, point "
-            f"ANT_AMAZON_2018_URL / ANT_AMAZON_2023_URL (or sources: in the config) at a "
+            f"ANT_AMAZON_2014_URL / ANT_AMAZON_2018_URL / ANT_AMAZON_2023_URL (or sources: in the config) at a "
             f"mirror or a local directory.") from exc
 
 

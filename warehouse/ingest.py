@@ -73,16 +73,17 @@ def _published(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
 
 
 def _refuse_shrinking(domain: str, interactions: int, users: int, published: tuple[str, dict] | None,
-                      settings: Ingest, counts: dict) -> None:
+                      settings: Ingest, counts: dict, top: tuple | None) -> None:
     """Never publish an empty domain, nor one that lost more than `ingest.max_shrink` of its
     interactions, unless `ingest.allow_shrink` (`ant ingest --allow-shrink`)."""
     if settings.allow_shrink:
         return
     if interactions == 0 or users == 0:
+        why = (f"; {top[1]} of them: {top[0]!r}, the first at {top[2]} line {top[3]}" if top else "")
         raise DomainShrinks(
             f"{domain}: the new data is empty after filtering ({counts['raw_reviews']} review lines, "
-            f"{counts['rejected']} rejected): nothing was published. Check the raw files (see the rejects "
-            f"of the log), or pass --allow-shrink to publish it anyway")
+            f"{counts['rejected']} rejected{why}): nothing was published. Check the raw files (see the "
+            f"rejects table), or pass --allow-shrink to publish it anyway")
     before = published[1]["interactions"] if published else 0
     if before and interactions < (1 - settings.max_shrink) * before:
         raise DomainShrinks(
@@ -140,7 +141,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
         stage("splits", sequences.splits_sql(seqs))
         users, items_kept, kept = con.execute("SELECT count(DISTINCT u), count(DISTINCT i), count(*) "
                                               "FROM kept").fetchone()
-        _refuse_shrinking(domain, kept, users, published, settings, counts)
+        _refuse_shrinking(domain, kept, users, published, settings, counts, parse.dominant_reject(con))
     except BaseException:
         for path in staged.values():
             path.unlink(missing_ok=True)

@@ -7,8 +7,10 @@ functions. A line that is not JSON, lacks a key, or has a value of the wrong typ
 """
 from __future__ import annotations
 
+import ast
 import gzip
 import html
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ class ReviewFields:
 
 
 REVIEW_FIELDS = {
+    "2014": ReviewFields("reviewerID", "asin", "overall", "unixReviewTime", 1),
     "2018": ReviewFields("reviewerID", "asin", "overall", "unixReviewTime", 1),
     "2023": ReviewFields("user_id", "parent_asin", "rating", "timestamp", 1000),
 }
@@ -263,9 +266,18 @@ class MetaFields:
     categories: str
     price: str
     image_urls: str  # SQL giving the list of full-size URLs, best first
+    description: str = "array_to_string(try_cast(description AS VARCHAR[]), ' ')"
+    line_format: str = "JSON"  # what a line is; "Python dict literal": converted first (python_literal_lines)
 
 
 META_FIELDS = {
+    # One Python dict literal per line; categories is a list of category paths (the first is
+    # used, as 2018's one path), one image URL, a numeric price, a description string.
+    "2014": MetaFields(
+        ["asin", "title", "brand", "categories", "price", "imUrl", "description"], "asin",
+        brand="brand ->> '$'", categories="try_cast(categories AS VARCHAR[][])[1]", price="price ->> '$'",
+        image_urls="list_filter([imUrl ->> '$'], lambda u: u IS NOT NULL)", description="description ->> '$'",
+        line_format="Python dict literal"),
     "2018": MetaFields(
         ["asin", "title", "brand", "category", "price", "imageURL", "imageURLHighRes", "description"], "asin",
         brand="brand ->> '$'", categories="category", price="price ->> '$'",
@@ -303,9 +315,9 @@ def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images
         SELECT line, item_id, clean_text(title_raw) AS title, clean_text(brand_raw) AS brand,
                list_transform(coalesce(categories_raw, []), lambda c: clean_text(c)) AS categories,
                price_raw, image_urls,
-               clean_text(array_to_string(try_cast(description_raw AS VARCHAR[]), ' ')) AS description,
+               clean_text(description_raw) AS description,
                CASE WHEN unreadable IS NOT NULL THEN unreadable
-                    WHEN malformed THEN 'malformed JSON'
+                    WHEN malformed THEN 'malformed {m.line_format}'
                     WHEN item_id IS NULL OR item_id = '' THEN 'missing {m.item_id}'
                     WHEN json_type(item_id_raw) <> 'VARCHAR' THEN '{m.item_id} is not a string'
                     WHEN contains(item_id, chr(0)) THEN '{m.item_id} contains a NUL character' END AS reason,
@@ -313,9 +325,49 @@ def parse_meta(con, release: str, path: Path, *, max_line_bytes: int, max_images
         FROM (SELECT line, raw, unreadable, malformed, "{m.item_id}" AS item_id_raw,
                      "{m.item_id}" ->> '$' AS item_id, title ->> '$' AS title_raw,
                      {m.brand} AS brand_raw, try_cast({m.categories} AS VARCHAR[]) AS categories_raw,
-                     {m.price} AS price_raw, {m.image_urls} AS image_urls, description AS description_raw
+                     {m.price} AS price_raw, {m.image_urls} AS image_urls, {m.description} AS description_raw
               FROM (SELECT *, {images} AS imgs FROM src)))"""
-    _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True, scratch=scratch)
+    if m.line_format == "JSON":
+        _parse(con, "parsed_items", path, m.fields, "JSON", select, max_line_bytes, numbered=True, scratch=scratch)
+        return
+    converted = python_literal_lines(path, scratch, max_line_bytes)
+    try:
+        _parse(con, "parsed_items", converted, m.fields, "JSON", select, max_line_bytes, numbered=True,
+               scratch=scratch)
+    except CorruptRawFile as exc:
+        raise CorruptRawFile(path, exc.reason) from exc
+    finally:
+        converted.unlink(missing_ok=True)
+
+
+def python_literal_lines(path: Path, folder: Path, max_line_bytes: int) -> Path:
+    """An uncompressed copy of `path` (one Python dict literal per line, as the 2014 metadata and
+    early 2018 mirrors publish it) with each line as JSON, line for line, so line numbers stay
+    the original's. Lines are parsed by `ast.literal_eval` (never `eval`: literals only, no
+    code runs), one at a time (bounded memory); a line that is not a dict literal, or too long,
+    is copied as it is and becomes a `malformed` reject with its snippet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{path.name}.{uuid.uuid4().hex}.jsonl"
+    with _open_raw(path) as f, open(copy, "wb") as out:
+        while raw := f.readline(max_line_bytes + 1):
+            line = raw.rstrip(b"\r\n")
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while (rest := f.readline(READ_CHUNK)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of an over-long line
+                line = line[:SNIPPET_CHARS]
+            out.write(_literal_as_json(line) + b"\n")
+    return copy
+
+
+def _literal_as_json(line: bytes) -> bytes:
+    """`line` (a Python dict literal, or JSON) as a JSON object, or as it was when it is neither."""
+    try:
+        value = ast.literal_eval(line.decode("utf-8"))
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError):
+        pass  # not a literal of plain data: the JSON reader names it
+    return line
 
 
 def interactions_sql(domain: str) -> str:
@@ -345,3 +397,13 @@ def parse_counts(con) -> dict[str, int]:
         "FROM parsed_items").fetchone()
     return {"raw_reviews": reviews, "raw_items": items, "rejected": bad_reviews + bad_items,
             "duplicate_meta_rows": items - bad_items - distinct}
+
+
+def dominant_reject(con) -> tuple[str, int, str, int] | None:
+    """The most frequent reject reason of the last parse: (reason, count, file kind, first line)."""
+    top = con.execute("""
+        SELECT reason, count(*), arg_min(file, line), min(line) FROM (
+            SELECT 'reviews' AS file, line, reason FROM parsed_reviews WHERE reason IS NOT NULL
+            UNION ALL SELECT 'metadata', line, reason FROM parsed_items WHERE reason IS NOT NULL)
+        GROUP BY reason ORDER BY 2 DESC, 1 LIMIT 1""").fetchone()
+    return tuple(top) if top else None

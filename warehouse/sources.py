@@ -1,7 +1,7 @@
 """Where a release keeps each category's files: review and metadata paths under a base URL.
 
 Base URLs are never hard-wired into callers: they come from the config (and the
-`ANT_AMAZON_2018_URL` / `ANT_AMAZON_2023_URL` environment variables), so a mirror, a
+`ANT_AMAZON_2014_URL` / `ANT_AMAZON_2018_URL` / `ANT_AMAZON_2023_URL` environment variables), so a mirror, a
 local directory or a test server can stand in for the public hosts.
 """
 from __future__ import annotations
@@ -14,12 +14,15 @@ from ant_config.releases import check_categories
 ReviewSet = Literal["5core", "all"]
 
 _REVIEW_PATHS = {
+    ("2014", "5core"): "reviews_{cat}_5.json.gz",
+    ("2014", "all"): "reviews_{cat}.json.gz",
     ("2018", "5core"): "categoryFilesSmall/{cat}_5.json.gz",
     ("2018", "all"): "categoryFiles/{cat}.json.gz",
     ("2023", "5core"): "raw/review_categories/{cat}.jsonl.gz",
     ("2023", "all"): "raw/review_categories/{cat}.jsonl.gz",
 }
 _META_PATHS = {
+    "2014": "meta_{cat}.json.gz",
     "2018": "metaFiles2/meta_{cat}.json.gz",
     "2023": "raw/meta_categories/meta_{cat}.jsonl.gz",
 }
