@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ant_config.errors import UserError
-from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories, domain_name
+from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories, check_name, domain_name
 
 ENV_HOME = "ANT_HOME"
 ENV_URL = {"2014": "ANT_AMAZON_2014_URL", "2018": "ANT_AMAZON_2018_URL", "2023": "ANT_AMAZON_2023_URL"}
@@ -313,10 +313,15 @@ class AtomicImport(_Section):
     """A processed dataset in RecBole/UniSRec atomic format (`<D>.{train,valid,test}.inter`, …;
     see `ant import-atomic`), used as an auxiliary or target domain under its `name`."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="the domain name auxiliary/targets use")
+    name: str = Field(description="the domain name auxiliary/targets use (ASCII letters, digits, _ and -)")
     dir: Path
     features: dict[Modality, str] = Field(
         default_factory=dict, description='modality → "FILE:DIM" (raw float32 rows; FILE relative to dir)')
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name, "import")
 
     @model_validator(mode="after")
     def _feature_specs(self) -> "AtomicImport":

@@ -3,6 +3,8 @@ names its warehouse domain. Plain data, so the config can validate names without
 the warehouse."""
 from __future__ import annotations
 
+import re
+
 from ant_config.errors import UserError
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -46,6 +48,23 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 
 class UnknownCategory(UserError, ValueError):
     """A category name that the chosen release does not publish."""
+
+
+# A domain name becomes a folder name (warehouse tables, model artifacts, exported files): ASCII
+# letters, digits, '_' and '-', not starting with '-' (it would read as an option), bounded.
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}")
+
+
+class BadName(UserError, ValueError):
+    """A domain or target name that could not safely name a folder."""
+
+
+def check_name(name: str, what: str = "domain") -> str:
+    """`name` when it is a valid domain name (see DOMAIN_NAME); else BadName saying why."""
+    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
+        raise BadName(f"{what} name {name!r} is not allowed: use 1 to 100 ASCII letters, digits, '_' or '-', "
+                      f"not starting with '-' (a name becomes a folder name)")
+    return name
 
 
 def check_categories(release: str, categories: list[str]) -> None:

@@ -116,6 +116,17 @@ def _modalities(spec: str | None) -> list[str] | None:
     return chosen
 
 
+def _name(value):
+    """The one check of every domain or target name given on the command line (a name becomes a
+    folder name): a usage error, before anything runs."""
+    from ant_config.releases import BadName, check_name
+    try:
+        return [check_name(v) for v in value] if isinstance(value, list) else \
+            (value if value is None else check_name(value))
+    except BadName as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 Modalities = Annotated[Optional[str], typer.Option(
     help="item features to read, e.g. text,image (default: from the data)")]
 
@@ -148,7 +159,7 @@ Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1, ..
 def ingest(config: ConfigOpt = None,
            release: Annotated[Optional[str], typer.Option(help="2018 or 2023")] = None,
            domain: Annotated[Optional[list[str]], typer.Option(
-               "--domain", "-d", help="category to ingest (repeatable); default: the config's")] = None,
+               "--domain", "-d", callback=_name, help="category to ingest (repeatable); default: the config's")] = None,
            allow_shrink: Annotated[bool, typer.Option(
                help="publish a domain even when it comes out empty or much smaller than the published one")] = False
            ) -> None:
@@ -175,7 +186,7 @@ def ingest(config: ConfigOpt = None,
 @app.command()
 def features(config: ConfigOpt = None,
              domain: Annotated[Optional[list[str]], typer.Option(
-                 "--domain", "-d", help="domain to encode (repeatable); default: the config's")] = None) -> None:
+                 "--domain", "-d", callback=_name, help="domain to encode (repeatable); default: the config's")] = None) -> None:
     """Frozen text, image and price vectors of every item of the domains."""
     try:
         cfg = load_config(config)  # a bad config fails here, before Prefect starts
@@ -227,7 +238,7 @@ def demo(home: Annotated[Path, typer.Option(help="where the demo keeps everythin
 @app.command("pretrain")
 def pretrain_cmd(config: ConfigOpt = None,
                  domain: Annotated[Optional[list[str]], typer.Option(
-                     "--domain", "-d", help="auxiliary domain (repeatable); default: the config's")] = None,
+                     "--domain", "-d", callback=_name, help="auxiliary domain (repeatable); default: the config's")] = None,
                  text_only: Annotated[bool, typer.Option(help="text-only model (the unisrec baseline)")] = False,
                  modalities: Modalities = None, epochs: Epochs = None, batch_size: BatchSize = None,
                  width: Width = None, lr: LearningRate = None, device: Device = None) -> None:
@@ -246,7 +257,7 @@ def pretrain_cmd(config: ConfigOpt = None,
 
 
 @app.command("adapt")
-def adapt_cmd(target: Annotated[str, typer.Option(help="target domain")],
+def adapt_cmd(target: Annotated[str, typer.Option(callback=_name, help="target domain")],
               method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "relearn",
               pretrained: Annotated[Optional[str], typer.Option(help="pre-trained version (default: newest)")] = None,
               config: ConfigOpt = None, seed: Annotated[Optional[int], typer.Option()] = None,
@@ -283,7 +294,7 @@ def _feature_file(spec: str):
 @app.command("import-atomic")
 def import_atomic_cmd(
         directory: Annotated[Path, typer.Argument(help="folder with <D>.train.inter, ...")],
-        domain: Annotated[str, typer.Option("--domain", "-d", help="warehouse domain name")],
+        domain: Annotated[str, typer.Option("--domain", "-d", callback=_name, help="warehouse domain name")],
         feature: Annotated[Optional[list[str]], typer.Option(
             "--feature", "-f", help="MODALITY=FILE:DIM, raw float32 rows per item index")] = None,
         config: ConfigOpt = None) -> None:
@@ -310,7 +321,7 @@ def import_atomic_cmd(
 @app.command("export-atomic")
 def export_atomic_cmd(
         directory: Annotated[Path, typer.Argument(help="folder to write <DOMAIN>.{train,valid,test}.inter, ... into")],
-        domain: Annotated[str, typer.Option("--domain", "-d", help="warehouse domain")],
+        domain: Annotated[str, typer.Option("--domain", "-d", callback=_name, help="warehouse domain")],
         config: ConfigOpt = None) -> None:
     """Write a domain in RecBole/UniSRec atomic format (split, id maps, text, feature files),
     so peer implementations train on exactly the same data."""
@@ -329,7 +340,7 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
-def models_list(target: Annotated[Optional[str], typer.Option(help="only this target's models")] = None,
+def models_list(target: Annotated[Optional[str], typer.Option(callback=_name, help="only this target's models")] = None,
                 config: ConfigOpt = None) -> None:
     """Every registered model, oldest first."""
     try:
@@ -374,11 +385,11 @@ def models_promote(version: str, config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def recommend(target: Annotated[str, typer.Option(help="target domain")],
+def recommend(target: Annotated[str, typer.Option(callback=_name, help="target domain")],
               history: Annotated[Optional[str], typer.Option(help="comma-separated item ids, oldest first")] = None,
               all_users: Annotated[bool, typer.Option("--all", help="every user of the target, into the "
                                                                    "`recommendations` table")] = False,
-              k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+              k: Annotated[int, typer.Option("-k", min=1, help="how many items (at least 1)")] = 10,
               config: ConfigOpt = None) -> None:
     """Top-k next items for a history (or for every user, with --all) from the target's promoted model."""
     if (history is None) == (not all_users):
@@ -402,7 +413,7 @@ def recommend(target: Annotated[str, typer.Option(help="target domain")],
 
 
 @app.command()
-def report(target: Annotated[Optional[str], typer.Option(help="only this target's section")] = None,
+def report(target: Annotated[Optional[str], typer.Option(callback=_name, help="only this target's section")] = None,
            config: ConfigOpt = None) -> None:
     """Print the latest transfer report of `ant run` (its charts are next to it)."""
     try:

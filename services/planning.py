@@ -18,7 +18,8 @@ from ant_config.protocol import method as method_spec
 from services import modalities as modality_rules
 from services.context import Context
 from warehouse import registry, training
-from warehouse.store import WarehouseError
+from ant_config.releases import check_name
+from warehouse.store import WarehouseError, under
 
 # Bump when a change to the code changes what a run produces: every version changes with it.
 CODE_VERSION = 4  # 4: a repeated (seen) target is a miss, non-finite scores rank last, seeded initial weights
@@ -52,7 +53,7 @@ def version_of(payload: dict) -> str:
 
 
 def adapt_folder(ctx: Context, target: str, method: str, version: str) -> Path:
-    return ctx.artifacts / "adapt" / target / method / version
+    return under(ctx.artifacts / "adapt", check_name(target, "target"), method, version)
 
 
 def _data(ctx: Context, domains: list[str], modalities: list[str]) -> dict:

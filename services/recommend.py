@@ -32,8 +32,14 @@ def _top_k(score, histories: list[np.ndarray], k: int, max_len: int, device) -> 
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 
+def _check_k(k: int) -> None:
+    if k < 1:  # --all -k 0 would replace the table with nothing
+        raise WarehouseError(f"k = {k}: ask for at least one item")
+
+
 def recommend(ctx: Context, target: str, history: list[str], k: int = 10) -> list[dict]:
     """[{item_id, title, score}] best first for one history of item ids, oldest first."""
+    _check_k(k)
     if not history:
         raise WarehouseError("the history is empty: give at least one item id")
     catalogue = training.catalogue(ctx.warehouse, target)
@@ -54,6 +60,7 @@ def recommend_all(ctx: Context, target: str, k: int, batch_size: int, before_tes
 
     `before_test`: from each user's history up to the test item (so the test split scores
     them, the evaluation view); else from the whole sequence (what to show next)."""
+    _check_k(k)
     model, record, data = _promoted_model(ctx, target)
     device = pick_device(ctx.config.adapt.device)
     score = model.to(device).scorer(data.tensors(device))

@@ -129,3 +129,71 @@ def test_only_http_https_and_local_sources_are_fetched(tmp_path):
         with pytest.raises(DownloadError, match="unsupported URL scheme") as info:
             fetch(wh, url, wh.raw_dir / "x.json.gz", progress=False)
         assert type(info.value) is DownloadError  # final: never retried as transient
+
+
+HOSTILE_NAMES = ["../../../../outside", "../items/Evil", "", ".", "..", "a/b", "-v", "x" * 300, "é", "a b"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_name_never_becomes_a_path_outside_the_home(tmp_path, name):
+    """Every command that takes a domain or target checks the name at the boundary (a usage
+    error, exit 2) and writes nothing; below it, every path built from a name must stay under
+    its root."""
+    from tests.test_atomic import write_atomic
+    from tests.test_cli_config import ant
+    write_atomic(tmp_path / "data")
+    env = {"ANT_HOME": str(tmp_path / "home")}
+    for args in (["import-atomic", str(tmp_path / "data"), "--domain", name],
+                 ["export-atomic", str(tmp_path / "out"), "--domain", name],
+                 ["adapt", "--target", name, "--method", "pop"],
+                 ["recommend", "--target", name, "--all"],
+                 ["features", "--domain", name], ["pretrain", "--domain", name]):
+        out = ant(*args, env=env)
+        said = " ".join(out.stderr.replace("│", " ").split())  # the usage error's box may wrap the line
+        assert out.returncode == 2 and "is not allowed" in said, (args, said[-500:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written anywhere
+
+
+def test_paths_built_from_names_stay_under_their_root(tmp_path):
+    from ant_config.releases import BadName
+    from warehouse.store import WarehouseError, under
+    wh = Warehouse(tmp_path / "home")
+    with pytest.raises(BadName):
+        wh.new_parquet_path("sequences", "../items/Evil")
+    with pytest.raises(WarehouseError, match="would leave"):
+        under(tmp_path / "root", "..", "escaped")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path)
+    with pytest.raises(WarehouseError, match="would leave"):
+        under(tmp_path / "root", "link", "x")
+    assert under(tmp_path / "root", "a", "b") == tmp_path / "root" / "a" / "b"
+
+
+def test_recommend_k_is_at_least_one(published):
+    from tests.test_cli_config import ant
+    for k in ("0", "-1"):
+        out = ant("recommend", "--target", "Gift_Cards", "--all", "-k", k, env={"ANT_HOME": str(published.home)})
+        assert out.returncode == 2 and "Traceback" not in out.stderr and "-k" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbage"])
+def test_a_damaged_warehouse_file_is_one_error_naming_it(published, damage):
+    """Not a 120 s wait blaming "another process" (a checksum error names a 'block'), nor a
+    traceback on every command: one line naming the file and the way out."""
+    from tests.test_cli_config import ant
+    db = published.db_path
+    size = db.stat().st_size
+    db.write_bytes({"zeroed": b"\0" * size, "truncated": db.read_bytes()[:size // 3],
+                    "garbage": b"not a database at all" * 100}[damage])
+    out = ant("sql", "SELECT count(*) FROM sequences", env={"ANT_HOME": str(published.home)})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"error: {db} cannot be opened, it looks damaged" in out.stderr
+    assert "another process" not in out.stderr
+
+
+def test_only_duckdbs_own_lock_message_is_a_lock_error():
+    import duckdb
+    from warehouse.store import _is_lock_error
+    assert _is_lock_error(duckdb.IOException('Could not set lock on file "w.duckdb": Conflicting lock is held'))
+    assert not _is_lock_error(duckdb.IOException("Corrupt database file: computed checksum does not match "
+                                                 "stored checksum for block 7"))

@@ -14,17 +14,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 from filelock import FileLock, Timeout
 
 from ant_config.errors import UserError
+from ant_config.releases import check_name
 from warehouse.sql import string_list
 from warehouse.schema import DERIVED_VIEWS, FEATURE_TABLES, MIGRATIONS, PARQUET_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCK_RETRY_S = 0.2
 # Every connection: extensions never install or load on their own (that would be a network
@@ -58,12 +61,24 @@ class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
 
+def under(root: Path, *parts: str) -> Path:
+    """`root / parts...`, refused unless it stays inside `root` (no '..', no absolute part, no
+    symlink out): every path built from a name goes through here."""
+    path = Path(root).joinpath(*parts)
+    if not path.resolve().is_relative_to(Path(root).resolve()) or path.resolve() == Path(root).resolve():
+        raise WarehouseError(f"{'/'.join(parts)!r} would leave {root}: refused")
+    return path
+
+
 class WarehouseLocked(WarehouseError):
     """Another process holds the warehouse."""
 
 
 def _is_lock_error(exc: duckdb.Error) -> bool:
-    return "lock" in str(exc).lower()
+    """DuckDB's word for a file another process holds (not any message with "lock" in it: a
+    checksum error names a "block")."""
+    message = str(exc).lower()
+    return "could not set lock on file" in message or "conflicting lock" in message
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, row: Mapping) -> None:
@@ -100,15 +115,35 @@ class Warehouse:
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only, config=NO_EXTENSIONS)
+                con = duckdb.connect(str(self.db_path), read_only=read_only, config=NO_EXTENSIONS)
+                break
             except duckdb.Error as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    if _is_lock_error(exc):
-                        raise WarehouseLocked(
-                            f"{self.db_path} is held by another process for more than "
-                            f"{self.lock_timeout_s:.0f}s: {exc}") from exc
-                    raise
+                if not _is_lock_error(exc):
+                    raise self._damaged(exc) from exc
+                if time.monotonic() > deadline:
+                    raise WarehouseLocked(f"{self.db_path} is held by another process for more than "
+                                          f"{self.lock_timeout_s:.0f}s: {exc}") from exc
                 time.sleep(LOCK_RETRY_S)
+        return con
+
+    def _checked(self, con: duckdb.DuckDBPyConnection, read: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`read(con)` of the file's own tables, the first reads of a connection: a damaged file
+        fails there, and is named as damaged instead of a DuckDB traceback."""
+        try:
+            return read(con)
+        except duckdb.Error as exc:
+            con.close()
+            raise self._damaged(exc) from exc
+        except BaseException:
+            con.close()
+            raise
+
+    def _damaged(self, exc: duckdb.Error) -> WarehouseError:
+        return WarehouseError(
+            f"{self.db_path} cannot be opened, it looks damaged ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"The Parquet files under {self.parquet_dir} are intact: move the damaged file aside and run "
+            f"`ant ingest` (and `ant import-atomic`) again to rebuild the domains (the model registry in it "
+            f"is lost; the models stay under artifacts/)")
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -118,7 +153,7 @@ class Warehouse:
                                  f"(or set ANT_HOME to an existing one)")
         with _file_lock(self.db_path):
             con = self._connect(read_only=True)
-            if self._version(con) < SCHEMA_VERSION or self._views_home(con) != str(self.home):
+            if self._checked(con, lambda c: self._version(c) < SCHEMA_VERSION or self._views_home(c) != str(self.home)):
                 # an older file, or a moved or copied home: migrate and point the views here, then read
                 con.close()
                 with self.writer():
@@ -148,9 +183,9 @@ class Warehouse:
         self.ensure_home()
         with _file_lock(self.db_path):
             con = self._connect(read_only=False)
+            moved = self._checked(con, lambda c: self._migrate(c) or self._views_home(c) != str(self.home))
             try:
-                self._migrate(con)
-                if self._views_home(con) != str(self.home):
+                if moved:
                     log.info("%s moved or copied: its views now read the Parquet files under it", self.home)
                     con.begin()
                     self._create_views(con)
@@ -266,7 +301,7 @@ class Warehouse:
         """A fresh, never-used file name for a table's next version of `domain`."""
         if table not in PARQUET_TABLES:
             raise KeyError(f"unknown warehouse table {table!r}")
-        folder = self.parquet_dir / table / domain
+        folder = under(self.parquet_dir / table, check_name(domain))
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{uuid.uuid4().hex}.parquet"
 
