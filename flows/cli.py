@@ -285,7 +285,7 @@ def _feature_file(spec: str):
     from warehouse.atomic import FeatureFile
     modality, _, rest = spec.partition("=")
     path, _, dim = rest.rpartition(":")
-    if modality not in MODALITIES or not path or not dim.isdigit():
+    if modality not in MODALITIES or not path or not dim.isdigit() or int(dim) < 1:
         raise typer.BadParameter(f"{spec!r}: expected MODALITY=FILE:DIM with MODALITY one of "
                                  f"{', '.join(MODALITIES)}, e.g. text=Scientific.feat1CLS:768")
     return FeatureFile(modality, Path(path), int(dim))

@@ -258,3 +258,49 @@ def test_readme_sql_slice_reproduces_the_registered_test_recall_with_repeats(tmp
     assert users == 60
     assert sum(n * r for _, n, r in buckets) / users == pytest.approx(result["recall@10"], abs=1e-12)
     assert result["recall@10"] > 0  # something to reproduce
+
+
+def _fifo(path):
+    import os
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "Scientific.item2index").write_text("".join(f"{a}\t{i}\n" for i, a in enumerate(ITEMS)) + "B00Z\t9\n"),
+     r"item2index: indices must be 0…6"),
+    (lambda d: (d / "Scientific.item2index").write_bytes(b""), r"item2index: empty"),
+    (lambda d: (d / "Scientific.user2index").write_text("AX1\t0\nAX1\t1\nAX3\t2\nAX4\t3\n"), r"user2index:2: raw id 'AX1' appears twice"),
+    (lambda d: (d / "Scientific.user2index").write_text("AX1\t0\n\t1\nAX3\t2\nAX4\t3\n"), r"user2index:2: the raw id is empty"),
+    (lambda d: (d / "Scientific.valid.inter").write_text((d / "Scientific.valid.inter").read_text() + "1\t2 4\t5\n"),
+     r"valid.inter:6: a second row for user '1'"),
+    (lambda d: ((d / "Scientific.text").unlink(), (d / "Scientific.text").mkdir()), r"Scientific.text: not a regular file"),
+    (lambda d: ((d / "Scientific.text").unlink(), (d / "Scientific.text").symlink_to("/dev/zero")),
+     r"Scientific.text: not a regular file"),
+    (lambda d: _fifo(d / "Scientific.text"), r"Scientific.text: not a regular file"),
+    (lambda d: (d / "Scientific.feat1CLS").write_bytes(np.array([[np.nan] * 8] + [[0.0] * 8] * 5, np.float32).tobytes()),
+     r"feat1CLS: row 0 \(item index 0\) holds a non-finite value"),
+])
+def test_atomic_files_that_lie_or_hang_are_one_clear_error(tmp_path, damage, message):
+    """Each finishes at once with one error naming the file (no hang on /dev/zero or a FIFO, no
+    KeyError, no silent renumbering, no NaN stored), and nothing is published."""
+    write_atomic(tmp_path / "data")
+    damage(tmp_path / "data")
+    wh = Warehouse(tmp_path / "home")
+    with pytest.raises(AtomicFormatError, match=message):
+        import_atomic(wh, tmp_path / "data", "Sci", [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
+    assert not wh.db_path.exists() or not list(wh.parquet_dir.glob("*/Sci/*.parquet"))
+
+
+def test_sparse_item_tokens_without_item2index_are_refused_before_any_allocation(tmp_path):
+    write_atomic(tmp_path / "data")
+    (tmp_path / "data" / "Scientific.item2index").unlink()
+    test = tmp_path / "data" / "Scientific.test.inter"
+    test.write_text(test.read_text().replace("\t4\n", "\t99999999999\n", 1))
+    with pytest.raises(AtomicFormatError, match="tokens reach 99999999999 but only"):
+        import_atomic(Warehouse(tmp_path / "home"), tmp_path / "data", "Sci", [])
+
+
+def test_a_feature_width_of_zero_is_a_usage_error(tmp_path):
+    out = ant("import-atomic", str(tmp_path), "--domain", "X", "--feature", f"text={tmp_path / 'f'}:0")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -83,9 +83,17 @@ def _names_file(read: Callable) -> Callable:
     return wrapper
 
 
+def _regular(path: Path, what: str = "") -> Path:
+    """`path` when it is a regular file (after symlinks): never a device such as /dev/zero, a
+    FIFO or a directory, which would hang the import or fail deep inside it."""
+    if path.exists() and not path.is_file():
+        raise AtomicFormatError(f"{path}: not a regular file{what}; give the dataset's own files")
+    return path
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end) of a UTF-8 text file (LF or CRLF)."""
-    with open(path, "rb") as f:
+    with open(_regular(path), "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
@@ -116,6 +124,8 @@ def _read_inter(path: Path) -> list[tuple[int, str, list[str], str]]:
             continue
         if len(parts) != 3:
             raise AtomicFormatError(f"{path}:{n}: expected 3 tab-separated fields, got {len(parts)}")
+        if not parts[0] or "\0" in parts[0]:
+            raise AtomicFormatError(f"{path}:{n}: the user token is empty or contains NUL")
         rows.append((n, parts[0], parts[1].split(), parts[2]))
     if not rows and path.stat().st_size == 0:
         raise AtomicFormatError(f"{path}: empty (not even a header)")
@@ -124,15 +134,28 @@ def _read_inter(path: Path) -> list[tuple[int, str, list[str], str]]:
 
 @_names_file
 def _read_map(path: Path) -> dict[str, int] | None:
-    """raw id → 0-based index, from `raw <tab> index` lines."""
+    """raw id → 0-based index, from `raw <tab> index` lines: ids unique, non-empty and without
+    NUL (as ingest requires), indices exactly 0…n-1; None when there is no such file."""
     if not path.exists():
         return None
-    out = {}
+    out, seen = {}, set()
     for n, line in _lines(path):
         parts = line.split("\t")
         if len(parts) != 2 or not is_index(parts[1]):
             raise AtomicFormatError(f"{path}:{n}: expected `raw_id <tab> index`")
-        out[parts[0]] = int(parts[1])
+        raw, index = parts[0], int(parts[1])
+        if not raw or "\0" in raw:
+            raise AtomicFormatError(f"{path}:{n}: the raw id is empty or contains NUL")
+        if raw in out or index in seen:
+            raise AtomicFormatError(f"{path}:{n}: {'raw id ' + repr(raw) if raw in out else 'index ' + str(index)} "
+                                    f"appears twice")
+        out[raw] = index
+        seen.add(index)
+    if not out:
+        raise AtomicFormatError(f"{path}: empty; remove it (tokens are then the indices) or write the id map")
+    if max(seen) != len(seen) - 1:
+        raise AtomicFormatError(f"{path}: indices must be 0…{len(seen) - 1} (one per line), the largest is "
+                                f"{max(seen)}")
     return out
 
 
@@ -158,6 +181,16 @@ def _read_text(path: Path, index_of) -> tuple[dict[int, str], int]:
     return out, rejected
 
 
+def _one_row_per_user(path: Path) -> dict[str, tuple[int, list[str], str]]:
+    """user token → (line, history, target) of a valid or test file, one row per user."""
+    out = {}
+    for n, user, history, target in _read_inter(path):
+        if user in out:
+            raise AtomicFormatError(f"{path}:{n}: a second row for user {user!r} (the first is line {out[user][0]})")
+        out[user] = (n, history, target)
+    return out
+
+
 def _sequences(prefix: Path, item_of) -> tuple[dict[str, tuple[list[int], int, int]], list[str]]:
     """(user token → (training sequence, valid target, test target) as item indices; where each
     user with no training item is, e.g. `4 <tab><tab> 3` as UniSRec's `--user_k 2` writes).
@@ -165,8 +198,7 @@ def _sequences(prefix: Path, item_of) -> tuple[dict[str, tuple[list[int], int, i
     train: dict[str, list[tuple[list[str], str]]] = {}
     for _, user, history, target in _read_inter(Path(f"{prefix}.train.inter")):
         train.setdefault(user, []).append((history, target))
-    valid = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.valid.inter"))}
-    test = {u: (n, h, t) for n, u, h, t in _read_inter(Path(f"{prefix}.test.inter"))}
+    valid, test = (_one_row_per_user(Path(f"{prefix}.{split}.inter")) for split in ("valid", "test"))
     out, short = {}, []
     for user, (line, valid_history, valid_target) in valid.items():
         # One row per training target, written last target first; histories are cut to the
@@ -192,16 +224,26 @@ def _sequences(prefix: Path, item_of) -> tuple[dict[str, tuple[list[int], int, i
 
 @_names_file
 def _load_feature(f: FeatureFile, n_items: int) -> np.ndarray:
-    size = f.path.stat().st_size if f.path.exists() else None
-    if size is None:
+    """The [n_items, dim] float32 matrix of a feature file: its size checked before it is read,
+    every value finite (a NaN would score as a perfect model)."""
+    if not f.path.exists():
         raise AtomicFormatError(f"{f.path}: missing ({f.modality} feature)")
+    _regular(f.path, f" ({f.modality} feature)")
+    if f.dim < 1:
+        raise AtomicFormatError(f"{f.path}: dimension {f.dim}; give the width of a row, e.g. "
+                                f"--feature {f.modality}=FILE:768")
+    size = f.path.stat().st_size
     if size % (4 * f.dim):
         raise AtomicFormatError(f"{f.path}: {size} bytes is not a whole number of float32 rows of "
                                 f"dimension {f.dim}; check the DIM in --feature {f.modality}=FILE:DIM")
-    matrix = np.fromfile(f.path, dtype=np.float32).reshape(-1, f.dim)
-    if len(matrix) != n_items:
-        raise AtomicFormatError(f"{f.path}: {len(matrix)} rows of dimension {f.dim}, but the dataset "
+    if size // (4 * f.dim) != n_items:
+        raise AtomicFormatError(f"{f.path}: {size // (4 * f.dim)} rows of dimension {f.dim}, but the dataset "
                                 f"has {n_items} items (row i must belong to item index i)")
+    matrix = np.fromfile(f.path, dtype=np.float32).reshape(-1, f.dim)
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if len(bad):
+        raise AtomicFormatError(f"{f.path}: row {bad[0]} (item index {bad[0]}) holds a non-finite value "
+                                f"(NaN or inf), {len(bad)} rows in all; fix the feature file")
     return matrix
 
 
@@ -216,10 +258,10 @@ def fingerprint(directory: Path, domain: str, features: list[FeatureFile]) -> st
     for f in features:
         if not f.path.exists():
             raise AtomicFormatError(f"{f.path}: missing ({f.modality} feature)")
-        digest.update(f"{f.modality}:{f.dim}:{_file_hash(f.path)}".encode())
+        digest.update(f"{f.modality}:{f.dim}:{_file_hash(_regular(f.path))}".encode())
     for suffix in ("train.inter", "valid.inter", "test.inter", "item2index", "user2index", "text"):
         path = Path(f"{prefix}.{suffix}")
-        digest.update(f"{suffix}:{_file_hash(path) if path.exists() else '-'}".encode())
+        digest.update(f"{suffix}:{_file_hash(_regular(path)) if path.exists() else '-'}".encode())
     return digest.hexdigest()
 
 
@@ -256,8 +298,15 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     if not seqs:
         raise AtomicFormatError(f"{prefix}.valid.inter: no user with a training item, valid and test item: "
                                 f"nothing to import")
-    n_items = len(item2index) if item2index else 1 + max(
-        max([*s, v, t]) for s, v, t in seqs.values())
+    if item2index:
+        n_items = len(item2index)
+    else:  # the tokens are the indices of a catalogue they cover (not a sparse id space)
+        used = {i for s, v, t in seqs.values() for i in (*s, v, t)}
+        n_items = 1 + max(used)
+        if n_items > 2 * len(used):
+            raise AtomicFormatError(
+                f"{prefix}.*.inter: item tokens reach {n_items - 1} but only {len(used)} distinct items occur; "
+                f"without {prefix.name}.item2index the tokens must be the indices 0…n-1 of the items: add one")
     item_ids = [raw_item[i] if raw_item else str(i) for i in range(n_items)]
     raw_user = {str(i): raw for raw, i in user2index.items()} if user2index else {}
     # index tokens in index order; any other token makes them all plain strings, sorted as such
