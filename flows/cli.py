@@ -297,14 +297,18 @@ def import_atomic_cmd(
         domain: Annotated[str, typer.Option("--domain", "-d", callback=_name, help="warehouse domain name")],
         feature: Annotated[Optional[list[str]], typer.Option(
             "--feature", "-f", help="MODALITY=FILE:DIM, raw float32 rows per item index")] = None,
+        allow_shrink: Annotated[bool, typer.Option(
+            help="replace a published domain even with an empty or much smaller one")] = False,
+        replace_category: Annotated[bool, typer.Option(
+            help="let the import replace a downloaded Amazon category of the same name")] = False,
         config: ConfigOpt = None) -> None:
     """Load a processed RecBole/UniSRec atomic dataset as a domain, keeping its split."""
     files = [_feature_file(spec) for spec in feature or []]
     try:
-        ctx = _context(config)
+        ctx = _context(config, **({"ingest": {"allow_shrink": True}} if allow_shrink else {}))
         from warehouse.atomic import import_atomic
         with ctx.warehouse.write_lock(ctx.config.orchestration.lock_timeout_s):
-            summary = import_atomic(ctx.warehouse, directory, domain, files)
+            summary = import_atomic(ctx.warehouse, directory, domain, files, ctx.config.ingest, replace_category)
     except UserError as exc:
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - an import never ends in a bare traceback
@@ -315,7 +319,10 @@ def import_atomic_cmd(
     typer.echo(f"{summary.domain}: {summary.status} {summary.users} users, {summary.items} items, "
                f"{summary.interactions} interactions, features {summary.features or 'none'}"
                + (f", {summary.rejected} .text lines rejected" if summary.rejected else "")
-               + (f", {summary.short_users} users without a training item left out" if summary.short_users else ""))
+               + (f", {summary.short_users} users without a training item left out" if summary.short_users else "")
+               + (f", stored {'/'.join(summary.kept_features)} vectors kept (same items)" if summary.kept_features else "")
+               + (f", stored {'/'.join(summary.dropped_features)} vectors dropped (the items changed; run "
+                  f"`ant features`)" if summary.dropped_features else ""))
 
 
 @app.command("export-atomic")

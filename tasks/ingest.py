@@ -95,6 +95,6 @@ def feature_files(spec: AtomicImport) -> list[atomic.FeatureFile]:
 @task(name="import", task_run_name="import {spec.name}", cache_key_fn=keyed("import", _import_content))
 def import_dataset(ctx: Context, spec: AtomicImport) -> dict:
     """A processed dataset of the config's `imports` as a domain (skipped when its files are unchanged)."""
-    summary = atomic.import_atomic(ctx.warehouse, spec.dir, spec.name, feature_files(spec))
+    summary = atomic.import_atomic(ctx.warehouse, spec.dir, spec.name, feature_files(spec), ctx.config.ingest)
     get_run_logger().info("%s", summary)
     return asdict(summary)

@@ -304,3 +304,50 @@ def test_sparse_item_tokens_without_item2index_are_refused_before_any_allocation
 def test_a_feature_width_of_zero_is_a_usage_error(tmp_path):
     out = ant("import-atomic", str(tmp_path), "--domain", "X", "--feature", f"text={tmp_path / 'f'}:0")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_a_re_import_follows_the_ingest_guards(tmp_path):
+    """No much smaller domain without allow_shrink; no downloaded category replaced unless asked."""
+    from ant_config import Ingest
+    from tests.test_ingest import FIXTURES, ingest_files
+    from warehouse.ingest import DomainShrinks
+    global SEQUENCES
+    wh = Warehouse(tmp_path / "home")
+    write_atomic(tmp_path / "full")
+    import_atomic(wh, tmp_path / "full", "Sci", [])
+    saved, SEQUENCES = SEQUENCES, {"0": SEQUENCES["0"]}
+    try:
+        write_atomic(tmp_path / "small")
+    finally:
+        SEQUENCES = saved
+    with pytest.raises(DomainShrinks, match="fewer than the published 18"):
+        import_atomic(wh, tmp_path / "small", "Sci", [])
+    assert import_atomic(wh, tmp_path / "small", "Sci", [], Ingest(allow_shrink=True)).users == 1
+    src = FIXTURES / "amazon-2018"
+    ingest_files(wh, "2018", "Gift_Cards", src / "Gift_Cards_5.json.gz", src / "meta_Gift_Cards.json.gz")
+    with pytest.raises(AtomicFormatError, match="downloaded Amazon 2018 category.*--replace-category"):
+        import_atomic(wh, tmp_path / "full", "Gift_Cards", [], Ingest(allow_shrink=True))
+    with wh.reader() as con:
+        assert con.execute("SELECT users FROM domain_stats WHERE domain = 'Gift_Cards'").fetchone()[0] == 453
+    out = ant("import-atomic", str(tmp_path / "full"), "--domain", "Gift_Cards", "--replace-category", "--allow-shrink",
+              env={"ANT_HOME": str(wh.home)})
+    assert out.returncode == 0 and "4 users" in out.stdout, out.stderr
+
+
+def test_a_re_import_keeps_stored_vectors_only_for_the_same_items(tmp_path):
+    global ITEMS
+    wh = Warehouse(tmp_path / "home")
+    write_atomic(tmp_path / "data")
+    import_atomic(wh, tmp_path / "data", "Sci", [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
+    (tmp_path / "data" / "Scientific.text").write_text("B00A\tnew text\n")  # same items, other files
+    again = import_atomic(wh, tmp_path / "data", "Sci", [])
+    assert (again.kept_features, again.dropped_features) == (["text"], [])
+    saved, ITEMS = ITEMS, [f"C{a}" for a in ITEMS]  # other items
+    try:
+        write_atomic(tmp_path / "other")
+    finally:
+        ITEMS = saved
+    out = ant("import-atomic", str(tmp_path / "other"), "--domain", "Sci", env={"ANT_HOME": str(wh.home)})
+    assert out.returncode == 0 and "stored text vectors dropped" in out.stdout, out.stderr
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FROM item_features WHERE domain = 'Sci' AND has_text").fetchone()[0] == 0

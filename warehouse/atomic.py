@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ant_config import Ingest
 from ant_config.errors import UserError
 from warehouse import features as feature_store
 from warehouse.download import sha256_of
+from warehouse.ingest import published_state, refuse_shrinking
 from warehouse.schema import FEATURE_TABLES
 from warehouse.store import Warehouse
 
@@ -55,6 +57,8 @@ class AtomicSummary:
     status: str = "imported"  # or "unchanged"
     rejected: int = 0  # .text lines naming no item of the dataset
     short_users: int = 0  # users without a training item, left out
+    kept_features: list[str] = field(default_factory=list)     # stored vectors kept: same item ids
+    dropped_features: list[str] = field(default_factory=list)  # stored vectors dropped: the items changed
 
 
 def _prefix(directory: Path, domain: str) -> str:
@@ -275,7 +279,48 @@ def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile])
     return AtomicSummary(domain, *row, {f.modality: f.dim for f in features}, "unchanged") if row else None
 
 
-def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[FeatureFile]) -> AtomicSummary:
+def _guard(wh: Warehouse, domain: str, interactions: int, users: int, settings: Ingest,
+           replace_category: bool) -> None:
+    """An import replaces a published domain only as an ingest would (no empty or much smaller
+    domain without `allow_shrink`), and a downloaded category only when asked."""
+    published = published_state(wh, domain)
+    if published is None:
+        return
+    with wh.reader() as con:
+        release = con.execute("SELECT release FROM domains WHERE domain = ?", [domain]).fetchone()[0]
+    if release != "atomic" and not replace_category:
+        raise AtomicFormatError(f"{domain} is the downloaded Amazon {release} category in {wh.home}: an import "
+                                f"would replace it. Import under another --domain name, or pass --replace-category")
+    refuse_shrinking(domain, interactions, users, published, settings, {"raw_reviews": interactions, "rejected": 0},
+                     None)
+
+
+def _stale_features(wh: Warehouse, domain: str, item_ids: list[str], given: set[str]) -> tuple[list[str], list[str]]:
+    """(kept, dropped) modalities among the stored features of `domain` that this import does not
+    bring: kept when they are stored for exactly the new item ids, else dropped."""
+    kept, dropped = [], []
+    if not wh.db_path.exists():
+        return kept, dropped
+    with wh.reader() as con:
+        con.register("new_ids", pa.table({"item_id": item_ids}))
+        for modality, table in FEATURE_TABLES.items():
+            if modality in given:
+                continue
+            stored, matching = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE item_id IN (SELECT item_id FROM new_ids)) "
+                f"FROM {table} WHERE domain = ?", [domain]).fetchone()
+            if stored:
+                (kept if stored == matching == len(item_ids) else dropped).append(modality)
+    return kept, dropped
+
+
+def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[FeatureFile],
+                  settings: Ingest | None = None, replace_category: bool = False) -> AtomicSummary:
+    """Import the dataset in `directory` as `domain` (see the module's docstring). Re-importing
+    a domain follows the ingest's guards (`settings`: max_shrink, allow_shrink) and replaces a
+    downloaded category only with `replace_category`; vectors stored for the domain that this
+    import does not bring are kept when their item ids are exactly the new ones, else dropped."""
+    settings = settings or Ingest()
     directory = Path(directory)
     prefix = directory / _prefix(directory, domain)
     fp = fingerprint(directory, domain, features)
@@ -351,6 +396,9 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
             "rating": pa.array([None] * sum(len(r[2]) for r in user_rows), pa.float64()),
             "ts": pa.array([None] * sum(len(r[2]) for r in user_rows), pa.int64())}),
     }
+    interactions = sum(len(r[2]) for r in user_rows)
+    _guard(wh, domain, interactions, len(users), settings, replace_category)
+    kept, dropped = _stale_features(wh, domain, item_ids, {f.modality for f in features})
     files: dict[str, Path] = {}
     try:
         for table, data in tables.items():
@@ -367,13 +415,15 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
         for path in files.values():
             path.unlink(missing_ok=True)
         raise
-    interactions = sum(len(r[2]) for r in user_rows)
     wh.publish(domain, files, {"domains": {
         "domain": domain, "release": "atomic", "category": prefix.name, "fingerprint": fp,
         "raw_reviews": interactions, "raw_items": n_items, "rejected": text_rejected, "duplicate_meta_rows": 0,
-        "ingested_at": datetime.now(timezone.utc)}})
+        "ingested_at": datetime.now(timezone.utc)}}, drop=[FEATURE_TABLES[m] for m in dropped])
+    if dropped:
+        log.info("%s: stored %s vectors dropped (the items changed); `ant features` encodes them anew",
+                 domain, ", ".join(dropped))
     return AtomicSummary(domain, len(users), n_items, interactions, {f.modality: f.dim for f in features},
-                         rejected=text_rejected, short_users=len(short))
+                         rejected=text_rejected, short_users=len(short), kept_features=kept, dropped_features=dropped)
 
 
 def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:

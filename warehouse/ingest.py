@@ -55,11 +55,11 @@ def fingerprint(reviews: DownloadRecord, meta: DownloadRecord, filtering: Filter
 
 
 def published_fingerprint(wh: Warehouse, domain: str) -> str | None:
-    published = _published(wh, domain)
+    published = published_state(wh, domain)
     return published[0] if published else None
 
 
-def _published(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
+def published_state(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
     if not wh.db_path.exists():
         return None
     with wh.reader() as con:
@@ -72,7 +72,7 @@ def _published(wh: Warehouse, domain: str) -> tuple[str, dict] | None:
     return row[0], {k: v or 0 for k, v in zip(keys, row[1:])}
 
 
-def _refuse_shrinking(domain: str, interactions: int, users: int, published: tuple[str, dict] | None,
+def refuse_shrinking(domain: str, interactions: int, users: int, published: tuple[str, dict] | None,
                       settings: Ingest, counts: dict, top: tuple | None) -> None:
     """Never publish an empty domain, nor one that lost more than `ingest.max_shrink` of its
     interactions, unless `ingest.allow_shrink` (`ant ingest --allow-shrink`)."""
@@ -97,7 +97,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
     domain = domain_name(release, category)
     started = time.monotonic()
     fp = fingerprint(reviews, meta, filtering)
-    published = _published(wh, domain)
+    published = published_state(wh, domain)
     if published is not None and published[0] == fp:
         log.info("%s: raw files and config unchanged, nothing to do", domain)
         return DomainSummary(domain, "unchanged", seconds=time.monotonic() - started, **published[1])
@@ -141,7 +141,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
         stage("splits", sequences.splits_sql(seqs))
         users, items_kept, kept = con.execute("SELECT count(DISTINCT u), count(DISTINCT i), count(*) "
                                               "FROM kept").fetchone()
-        _refuse_shrinking(domain, kept, users, published, settings, counts, parse.dominant_reject(con))
+        refuse_shrinking(domain, kept, users, published, settings, counts, parse.dominant_reject(con))
     except BaseException:
         for path in staged.values():
             path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -306,11 +306,13 @@ class Warehouse:
         return folder / f"{uuid.uuid4().hex}.parquet"
 
     def publish(self, domain: str, files: Mapping[str, Path],
-                rows: Mapping[str, Mapping] | None = None) -> None:
-        """Point the tables at freshly written files for `domain` and upsert `rows`
-        ({native table: row}), all in one transaction."""
+                rows: Mapping[str, Mapping] | None = None, drop: Iterable[str] = ()) -> None:
+        """Point the tables at freshly written files for `domain`, take the `drop` tables' files
+        of `domain` out of them, and upsert `rows` ({native table: row}), all in one transaction."""
         with self.writer() as con:
             con.begin()
+            for table in drop:
+                con.execute("DELETE FROM parquet_files WHERE table_name = ? AND domain = ?", [table, domain])
             for table, path in files.items():
                 count = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
                 con.execute("INSERT OR REPLACE INTO parquet_files (table_name, domain, path, rows) "
