@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ant_config import TrainConfig
+from ant_config.errors import UserError
 from ant_config.protocol import SELECT_ON
 from ant_model import checkpoint
 from ant_model.data import DomainData, training_batches
@@ -72,6 +73,10 @@ def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss stopped being a finite number: nothing more can be learned from this run."""
 
 
 NEGATIVE_POWER = 0.75  # popularity^0.75: frequent items sampled more, rare ones still seen (word2vec's)
@@ -184,6 +189,11 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{data.name}: the training loss became {loss.item()} at epoch {epoch}, step {steps}; "
+                    f"the run stopped and its last good checkpoint (epoch {epoch - 1}) is kept. Check the "
+                    f"features (and a pre-trained parent's weights), or lower the learning rate")
             total, steps, examples = total + loss.item(), steps + 1, examples + int((targets != 0).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}",
                             targets_per_s=f"{examples / max(time.monotonic() - started, 1e-9):.0f}")

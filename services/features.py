@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ant_config import ImageEncoderConfig, TextEncoderConfig
+from ant_config.errors import UserError
 from encoders.image import ImageEncoder
 from encoders.price import PriceEncoder
 from encoders.text import TextEncoder
@@ -29,6 +30,10 @@ from warehouse import features as store
 from warehouse.images import fetch_images, image_path
 
 log = logging.getLogger(__name__)
+
+
+class FeatureError(UserError, ValueError):
+    """An encoder produced what no model may train on."""
 
 # What each modality's input is, for "nothing to encode: no item has ..."
 INPUT_NAMES = {"text": "text", "image": "a fetched image", "price": "a price"}
@@ -85,6 +90,11 @@ def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
             todo = np.flatnonzero(~keep & has)
             if len(todo):
                 vectors[todo] = encode(batch, todo)
+                if not np.isfinite(vectors[todo]).all():
+                    row = todo[np.flatnonzero(~np.isfinite(vectors[todo]).all(axis=1))[0]]
+                    raise FeatureError(f"{domain} {modality}: the encoder {encoder_id} gave a non-finite vector "
+                                       f"(NaN or inf) for item {ids[row]}; nothing was stored. Check the encoder's "
+                                       f"weights and its input for that item")
             writer.write(ids, encoder_id, hashes, has, vectors)
             encoded, reused, with_feature = encoded + len(todo), reused + int(keep.sum()), with_feature + int(has.sum())
             log.info("%s %s: %d/%d items (%d encoded, %d reused)", domain, modality, encoded + reused, total,

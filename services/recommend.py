@@ -27,8 +27,11 @@ def _promoted_model(ctx: Context, target: str):
 @torch.inference_mode()
 def _top_k(score, histories: list[np.ndarray], k: int, max_len: int, device) -> tuple[np.ndarray, np.ndarray]:
     """(items [B, k], scores [B, k]) best first; the history and padding are never recommended."""
-    scores = exclude_seen(score(history_batch(histories, max_len).to(device)).float(), histories)
-    top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+    scores = score(history_batch(histories, max_len).to(device)).float()
+    if not torch.isfinite(scores[:, 1:]).all():  # never served, never published
+        raise WarehouseError("the promoted model gives non-finite scores (NaN or inf: damaged weights?); nothing "
+                             "was recommended or published. Promote another version (`ant models list`)")
+    top = torch.topk(exclude_seen(scores, histories), min(k, scores.shape[1] - 1), dim=1)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 

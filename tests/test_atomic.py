@@ -351,3 +351,36 @@ def test_a_re_import_keeps_stored_vectors_only_for_the_same_items(tmp_path):
     assert out.returncode == 0 and "stored text vectors dropped" in out.stdout, out.stderr
     with wh.reader() as con:
         assert con.execute("SELECT count(*) FROM item_features WHERE domain = 'Sci' AND has_text").fetchone()[0] == 0
+
+
+def test_a_model_with_non_finite_scores_is_never_served(tmp_path):
+    """NaN weights in the promoted model: one error, no rows printed or published."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from ant_config import AntConfig
+    from services.context import Context
+    from services.planning import adapt_plan
+    from services.recommend import recommend, recommend_all
+    from services.training import run_adapt
+    from warehouse import registry
+    from warehouse.store import WarehouseError
+    write_atomic(tmp_path / "data")
+    ctx = Context.of(AntConfig.model_validate({"home": str(tmp_path / "home"), "model": {"width": 16, "ffn_width": 16},
+                                               "adapt": {"epochs": 1}}))
+    import_atomic(ctx.warehouse, tmp_path / "data", "Sci", [FeatureFile("text", tmp_path / "data" / "Scientific.feat1CLS", 8)])
+    result = run_adapt(ctx, adapt_plan(ctx, "Sci", "scratch", 0, None))
+    registry.promote(ctx.warehouse, result["version"], "test")
+    recommend_all(ctx, "Sci", 3, 8)
+    with ctx.warehouse.reader() as con:
+        before = con.execute("SELECT count(*) FROM recommendations").fetchone()[0]
+    weights = next(Path(registry.get(ctx.warehouse, result["version"])["path"]).glob("*.safetensors"))
+    tensors = load_file(weights)
+    tensors = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, weights)
+    for serve in (lambda: recommend(ctx, "Sci", ["B00A"], 3), lambda: recommend_all(ctx, "Sci", 3, 8)):
+        with pytest.raises(WarehouseError, match="non-finite scores"):
+            serve()
+    with ctx.warehouse.reader() as con:
+        assert con.execute("SELECT count(*) FROM recommendations").fetchone()[0] == before

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from PIL import Image
@@ -293,3 +294,21 @@ def test_streaming_in_small_chunks_writes_what_one_pass_writes(gift_cards, tmp_p
         path = other.home / con.execute("SELECT path FROM parquet_files WHERE table_name = 'text_features'").fetchone()[0]
     import pyarrow.parquet as pq
     assert pq.ParquetFile(path).num_row_groups == -(-147 // 7)
+
+
+def test_an_encoder_giving_non_finite_vectors_stores_nothing(tmp_path):
+    from transformers import BertModel
+
+    from services.features import FeatureError
+    wh = _imported(tmp_path)
+    path = tiny_bert_dir(tmp_path / "bert")
+    model = BertModel.from_pretrained(path)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.fill_(float("nan"))
+    model.save_pretrained(path)
+    config = AntConfig.model_validate({"home": str(wh.home), "features": {
+        "modalities": ["text"], "text": {"kind": "transformers", "model": path, "pooling": "mean"}}})
+    with pytest.raises(FeatureError, match=r"Sci text: the encoder .* gave a non-finite vector .* for item B00A"):
+        featurize_domain(Context.of(config), "Sci")
+    with wh.reader() as con:
+        assert con.execute("SELECT count(*) FROM item_features WHERE has_text").fetchone()[0] == 0

@@ -375,3 +375,18 @@ def test_one_version_trains_to_the_same_model_whatever_ran_before(bench, tmp_pat
         assert all(torch.equal(first[k], second[k]) for k in first), method
         assert a.best_valid == b.best_valid, method
         assert a.summary()["deterministic"], method  # and the registry says so
+
+
+def test_a_non_finite_loss_stops_training_with_one_error(bench, tmp_path):
+    """NaN features (or NaN weights in a parent) used to train on, logging 'valid recall@10
+    1.0000 (best)'; now the run stops, nothing is returned to register."""
+    from ant_model.train import TrainingDiverged
+    _, target = bench
+    poisoned = target.features["text"].copy()
+    poisoned[3, 0] = np.nan
+    data = type(target)(target.name, target.n_items, {"text": poisoned}, target.has, target.train, target.valid,
+                        target.test)
+    train = TrainConfig(epochs=2, batch_size=64, patience=2, min_patience_steps=0)
+    with pytest.raises(TrainingDiverged, match="the training loss became nan at epoch 0"):
+        adapt("scratch", data, SMALL.model_copy(update={"modalities": ["text"]}), train, checkpoint_dir=tmp_path,
+              progress=False)
