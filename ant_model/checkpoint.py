@@ -27,6 +27,9 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be loaded here."""
 
 
+MAX_ITEMS = 2**31 - 1  # item indices are int32 in the warehouse
+
+
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
@@ -98,9 +101,18 @@ def load(folder: Path) -> tuple[ANT, dict]:
     """A model rebuilt from its checkpoint's own description, and that description."""
     meta = read_meta(folder)
     n_items = meta.get("n_items")
-    if not isinstance(n_items, int) or n_items < 1:
-        raise CheckpointError(f"{folder / META_FILE}: 'n_items' is missing or not a positive integer")
-    model = ANT(feature_dims(meta, folder), model_config(meta, folder), n_items)
+    if not isinstance(n_items, int) or isinstance(n_items, bool) or not 1 <= n_items < MAX_ITEMS:
+        raise CheckpointError(f"{folder / META_FILE}: 'n_items' ({n_items!r}) is not a catalogue size "
+                              f"(a positive integer below {MAX_ITEMS}); the checkpoint is damaged")
+    dims, cfg = feature_dims(meta, folder), model_config(meta, folder)
+    if missing := [m for m in cfg.modalities if m not in dims]:
+        raise CheckpointError(f"{folder / META_FILE}: the model reads {', '.join(missing)} but records no width "
+                              f"for it in 'feature_dims' ({dims}); the checkpoint is damaged")
+    try:
+        model = ANT(dims, cfg, n_items)
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        raise CheckpointError(f"{folder / META_FILE}: no model can be built from this description "
+                              f"({type(exc).__name__}: {exc}); the checkpoint is damaged") from exc
     load_weights(folder, model)
     return model, meta
 

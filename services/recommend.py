@@ -21,7 +21,11 @@ def _promoted_model(ctx: Context, target: str):
     """(model, record, its domain data) of the model serving `target`."""
     record, _ = registry.promoted(ctx.warehouse, target)
     model, meta = checkpoint.load(Path(record["path"]))
-    return model, record, domain_data(ctx, target, checkpoint.feature_dims(meta, Path(record["path"])))
+    data = domain_data(ctx, target, checkpoint.feature_dims(meta, Path(record["path"])))
+    if model.n_items != data.n_items:
+        raise checkpoint.CheckpointError(f"{record['path']}: the model was trained on {model.n_items} items, "
+                                         f"{target} has {data.n_items}; retrain it on the current data")
+    return model, record, data
 
 
 @torch.inference_mode()

@@ -258,7 +258,7 @@ def test_checkpoint_round_trip_and_clear_errors(bench, tmp_path):
         checkpoint.load(tmp_path / "ck")
     for damage, message in ((lambda m: m.pop("feature_dims"), "'feature_dims' is missing"),
                             (lambda m: m["model"].update(width="wide"), "invalid model description"),
-                            (lambda m: m.update(n_items=-3), "'n_items' is missing or not a positive integer")):
+                            (lambda m: m.update(n_items=-3), "'n_items' .* is not a catalogue size")):
         checkpoint.save(tmp_path / "bad", model, {"feature_dims": target.feature_dims, "n_items": target.n_items})
         meta = json.loads((tmp_path / "bad" / checkpoint.META_FILE).read_text())
         damage(meta)
@@ -390,3 +390,17 @@ def test_a_non_finite_loss_stops_training_with_one_error(bench, tmp_path):
     with pytest.raises(TrainingDiverged, match="the training loss became nan at epoch 0"):
         adapt("scratch", data, SMALL.model_copy(update={"modalities": ["text"]}), train, checkpoint_dir=tmp_path,
               progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_items": 10**12}, "'n_items' .* is not a catalogue size"),
+    ({"n_items": True}, "'n_items' .* is not a catalogue size"),
+    ({"model": {**SMALL.model_dump(), "modalities": ["text", "image"]}}, "reads image but records no width"),
+])
+def test_absurd_checkpoint_metadata_is_one_checkpoint_error(tmp_path, change, message):
+    model = ANT({"text": 3}, SMALL.model_copy(update={"modalities": ["text"]}), n_items=5)
+    checkpoint.save(tmp_path, model, {"feature_dims": {"text": 3}, "n_items": 5})
+    meta = json.loads((tmp_path / checkpoint.META_FILE).read_text())
+    (tmp_path / checkpoint.META_FILE).write_text(json.dumps({**meta, **change}))
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(tmp_path)
