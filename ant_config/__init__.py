@@ -25,6 +25,9 @@ Modality = Literal["text", "image", "price"]
 MODALITIES: tuple[str, ...] = ("text", "image", "price")
 
 
+MEMORY_SIZE = r"(?i)^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$"  # as DuckDB's memory_limit takes it
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,7 +70,7 @@ class Ingest(_Section):
     parallel_domains: int = Field(2, ge=1, description="categories parsed side by side (gzip is single-threaded)")
     duckdb_threads: int | None = Field(
         None, ge=1, description="threads per category; default: CPU cores / parallel_domains")
-    duckdb_memory_limit: str = Field("2GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+    duckdb_memory_limit: str = Field("2GB", pattern=MEMORY_SIZE,
                                      description='DuckDB memory_limit per category, e.g. "2GB" or "512MiB"')
     max_line_bytes: int = Field(64 << 20, gt=0, description="longer JSON lines are rejected")
     max_shrink: float = Field(0.5, ge=0, le=1, description="a domain losing more of its interactions than this "
@@ -303,6 +306,13 @@ class Orchestration(_Section):
         return self
 
 
+class AdHocQueries(_Section):
+    """`ant sql`: what one ad hoc query may hold and print."""
+
+    memory_limit: str = Field("1GB", pattern=MEMORY_SIZE, description="DuckDB memory_limit of the query")
+    max_rows: int = Field(10_000, ge=1, description="rows printed unless --limit (or --csv into a pipe: all)")
+
+
 class Serving(_Section):
     """What the pipeline writes for the promoted models."""
 
@@ -369,6 +379,7 @@ class AntConfig(_Section):
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds when comparing methods")
     orchestration: Orchestration = Orchestration()
     serving: Serving = Serving()
+    sql: AdHocQueries = AdHocQueries()
 
     @model_validator(mode="after")
     def _known_categories(self) -> "AntConfig":

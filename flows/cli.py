@@ -444,20 +444,36 @@ def report(target: Annotated[Optional[str], typer.Option(callback=_name, help="o
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="one read-only query (SELECT, WITH, DESCRIBE, SHOW, ...)")],
         as_csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,
+        limit: Annotated[Optional[int], typer.Option(
+            min=1, help="rows to print (default: sql.max_rows; with --csv into a pipe: all)")] = None,
         config: ConfigOpt = None) -> None:
     """Run one read-only query on the warehouse (tables and views: see README)."""
     try:
         from warehouse.query import read_only_query
         from warehouse.store import Warehouse
-        columns, rows = read_only_query(Warehouse(load_config(config).home), query)
+        cfg = load_config(config)
+        if limit is None and not (as_csv and not sys.stdout.isatty()):
+            limit = cfg.sql.max_rows
+        with read_only_query(Warehouse(cfg.home), query, cfg.sql.memory_limit,
+                             None if limit is None else limit + 1) as (columns, rows):
+            if as_csv:
+                writer = csv.writer(sys.stdout, lineterminator="\n")
+                writer.writerow(columns)
+                shown = 0
+                for row in rows:  # streamed: memory does not grow with the result
+                    if limit is not None and shown == limit:
+                        break
+                    writer.writerow(row)
+                    shown += 1
+                more = limit is not None and next(rows, None) is not None
+            else:
+                table = list(rows)
+                more = limit is not None and len(table) > limit
+                _print_table(columns, table[:limit])
     except UserError as exc:
         _fail(exc)
-    if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    _print_table(columns, rows)
+    if more:
+        typer.echo(f"(the first {limit} rows; --limit N for more)", err=True)
 
 
 def _print_table(columns: list[str], rows: list[tuple]) -> None:

@@ -66,8 +66,10 @@ def test_sql_cannot_write_fetch_or_escape(home, tmp_path):
         "PRAGMA version": "PRAGMA",
         "SELECT 1; SELECT 2": "exactly one statement",
         f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{live}'": "EXPLAIN",
-        "SELECT * FROM read_csv('/etc/passwd')": "Permission",
-        f"SELECT * FROM read_text('{home}/parquet/../notes.txt')": "Permission",
+        "SELECT * FROM read_csv('/etc/passwd')": "read_csv is refused",
+        f"SELECT * FROM read_text('{home}/parquet/../notes.txt')": "read_text is refused",
+        "SELECT * FROM read_parquet('/etc/passwd')": "Permission",  # the directory allow-list still holds
+        f"SELECT * FROM read_parquet('{home}/parquet/../warehouse.duckdb')": "No magic bytes",  # not Parquet: nothing read
     }
     for query, message in attacks.items():
         out = ant("sql", query, env={"ANT_HOME": str(home)})
@@ -141,3 +143,34 @@ def test_release_may_be_an_integer_and_an_unwritable_home_is_one_error_line(tmp_
     out = ant("ingest", "--domain", "Gift_Cards", env={"ANT_HOME": "/proc/ant"})
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert out.stderr.startswith("error: cannot write to ANT_HOME /proc/ant")
+
+
+@pytest.mark.parametrize("reader", ["read_blob", "read_text", "read_csv", "read_json_auto", "glob"])
+def test_sql_cannot_read_the_database_file_or_other_files(home, reader):
+    """DuckDB lets a connection read its own database file with read_blob and friends."""
+    out = ant("sql", f"SELECT * FROM {reader}('{home / 'warehouse.duckdb'}')", env={"ANT_HOME": str(home)})
+    assert out.returncode == 1 and f"{reader} is refused" in out.stderr, out.stderr
+
+
+def test_sql_streams_a_bounded_number_of_rows(home):
+    env = {"ANT_HOME": str(home)}
+    big = ant("sql", "SELECT * FROM range(300000000)", env=env)  # once held 4.7 GB before failing
+    assert big.returncode == 0 and "(10000 rows)" in big.stdout and "--limit N for more" in big.stderr
+    few = ant("sql", "SELECT * FROM range(300000000)", "--limit", "5", env=env)
+    assert few.stdout.splitlines()[-1] == "(5 rows)"
+    piped = ant("sql", "SELECT * FROM range(25000)", "--csv", env=env)  # CSV into a pipe: every row
+    assert len(piped.stdout.splitlines()) == 25001 and not piped.stderr.strip()
+
+
+def test_sql_on_a_copied_home_never_writes_it(home, tmp_path):
+    import hashlib
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    before = hashlib.sha256((copy / "warehouse.duckdb").read_bytes()).hexdigest()
+    out = ant("sql", "SELECT count(*) FROM sequences", env={"ANT_HOME": str(copy)})
+    assert out.returncode == 0 and out.stdout.splitlines()[2].strip() == "453", out.stderr
+    shutil.rmtree(home / "parquet")  # the copy reads its own files, not the original's
+    again = ant("sql", "SELECT count(*) FROM sequences", env={"ANT_HOME": str(copy)})
+    assert again.returncode == 0 and again.stdout.splitlines()[2].strip() == "453", again.stderr
+    assert hashlib.sha256((copy / "warehouse.duckdb").read_bytes()).hexdigest() == before

@@ -146,14 +146,24 @@ class Warehouse:
             f"is lost; the models stay under artifacts/)")
 
     @contextlib.contextmanager
-    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (waits while a publish holds the file)."""
+    def reader(self, write: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (waits while a publish holds the file). An older file, or a
+        moved or copied home, is migrated and its views re-pointed first; with `write=False`
+        (ant sql) the file is never written: a moved or copied home (read-only too) is read
+        through temporary views of this connection."""
         if not self.db_path.exists():
             raise WarehouseError(f"no warehouse at {self.db_path}: run `ant ingest` first "
                                  f"(or set ANT_HOME to an existing one)")
         with _file_lock(self.db_path):
             con = self._connect(read_only=True)
-            if self._checked(con, lambda c: self._version(c) < SCHEMA_VERSION or self._views_home(c) != str(self.home)):
+            version, views_home = self._checked(con, lambda c: (self._version(c), self._views_home(c)))
+            if not write and (version < SCHEMA_VERSION or views_home != str(self.home)):
+                if version < SCHEMA_VERSION:
+                    con.close()
+                    raise WarehouseError(f"{self.db_path} has schema version {version}, older than {SCHEMA_VERSION}: "
+                                         f"run `ant ingest` once to migrate it (a read-only command never writes)")
+                self._checked(con, lambda c: self._create_views(c, temporary=True))
+            elif version < SCHEMA_VERSION or views_home != str(self.home):
                 # an older file, or a moved or copied home: migrate and point the views here, then read
                 con.close()
                 with self.writer():
@@ -266,10 +276,12 @@ class Warehouse:
         rows = con.execute("SELECT value FROM settings WHERE key = 'views_home'").fetchall()
         return rows[0][0] if rows else None
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _create_views(self, con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
         """Views over the published Parquet files, by absolute path (so any DuckDB client can
-        read them); re-created when the home moves."""
-        upsert(con, "settings", {"key": "views_home", "value": str(self.home)})
+        read them); re-created when the home moves. `temporary`: this connection's own views
+        (which come first in name resolution), the file untouched."""
+        if not temporary:
+            upsert(con, "settings", {"key": "views_home", "value": str(self.home)})
         for table, columns in PARQUET_TABLES.items():
             paths = [str(self.home / p) for (p,) in con.execute(
                 "SELECT path FROM parquet_files WHERE table_name = ? ORDER BY domain", [table]).fetchall()]
@@ -281,9 +293,9 @@ class Warehouse:
             else:
                 body = ("SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items())
                         + " WHERE false")
-            con.execute(f"CREATE OR REPLACE VIEW {table} AS {body}")
+            con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {table} AS {body}")
         for name, body in DERIVED_VIEWS.items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+            con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {name} AS {body}")
 
     @staticmethod
     def _vector_type(paths: list[str]) -> str:
