@@ -123,7 +123,7 @@ def main() -> None:
     print(f"| dataset / implementation | {' | '.join(COLUMNS)} |\n|---|" + "---:|" * len(COLUMNS), flush=True)
     for dataset in args.datasets:
         atomic = home / "atomic"
-        export_atomic(ctx.warehouse, dataset, atomic / dataset, ctx.config.model.max_seq_len)
+        export_atomic(ctx.warehouse, dataset, atomic / dataset, ctx.config.model.max_seq_len, force=True)
         theirs = [recbole(python, atomic, dataset, s, args.venv / "results") for s in args.seeds]
         print(row(f"{dataset} / RecBole 1.2.1 SASRec", theirs))
         for name, context in (("ours, RecBole's stopping", alike), ("ours, default stopping", ctx)):

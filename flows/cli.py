@@ -329,13 +329,14 @@ def import_atomic_cmd(
 def export_atomic_cmd(
         directory: Annotated[Path, typer.Argument(help="folder to write <DOMAIN>.{train,valid,test}.inter, ... into")],
         domain: Annotated[str, typer.Option("--domain", "-d", callback=_name, help="warehouse domain")],
+        force: Annotated[bool, typer.Option(help="replace a folder that is not empty")] = False,
         config: ConfigOpt = None) -> None:
     """Write a domain in RecBole/UniSRec atomic format (split, id maps, text, feature files),
     so peer implementations train on exactly the same data."""
     try:
         ctx = _context(config)
         from warehouse.atomic import export_atomic
-        written = export_atomic(ctx.warehouse, domain, directory, ctx.config.model.max_seq_len)
+        written = export_atomic(ctx.warehouse, domain, directory, ctx.config.model.max_seq_len, force)
     except UserError as exc:
         _fail(exc)
     for path in written:
@@ -474,6 +475,33 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only query (SELECT, 
         _fail(exc)
     if more:
         typer.echo(f"(the first {limit} rows; --limit N for more)", err=True)
+
+
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check every published file against the warehouse's manifest: it exists, its Parquet
+    footer reads, it holds the rows recorded; says how to repair each damaged domain."""
+    try:
+        from warehouse.store import Warehouse
+        wh = Warehouse(load_config(config).home)
+        problems = wh.check_files()
+        with wh.reader() as con:
+            files, releases = con.execute("SELECT count(*) FROM parquet_files").fetchone()[0], dict(
+                con.execute("SELECT domain, release FROM domains").fetchall())
+    except UserError as exc:
+        _fail(exc)
+    if not problems:
+        typer.echo(f"{wh.home}: {files} published files, all present and whole")
+        return
+    for table, domain, path, problem in problems:
+        typer.echo(f"{domain} {table}: {path}: {problem}")
+    for domain in sorted({d for _, d, _, _ in problems}):
+        tables = {t for t, d, _, _ in problems if d == domain}
+        fix = ("`ant features --domain {d}`" if tables <= {"text_features", "image_features", "price_features"}
+               else "`ant import-atomic DIR --domain {d}`" if releases.get(domain) == "atomic"
+               else "`ant ingest --domain {d}`").format(d=domain)
+        typer.echo(f"repair {domain}: {fix} rebuilds its files", err=True)
+    raise typer.Exit(1)
 
 
 def _print_table(columns: list[str], rows: list[tuple]) -> None:

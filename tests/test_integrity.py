@@ -197,3 +197,58 @@ def test_only_duckdbs_own_lock_message_is_a_lock_error():
     assert _is_lock_error(duckdb.IOException('Could not set lock on file "w.duckdb": Conflicting lock is held'))
     assert not _is_lock_error(duckdb.IOException("Corrupt database file: computed checksum does not match "
                                                  "stored checksum for block 7"))
+
+
+def test_one_damaged_file_blocks_nothing_and_re_running_repairs_it(published, tmp_path):
+    """A truncated feature file used to crash every later publish (of any domain), and a deleted
+    or garbage table file could not be repaired by ingesting again."""
+    from ant_config import AntConfig
+    from services.context import Context
+    from services.features import featurize_domain
+    from tests.test_cli_config import ant
+    from tests.tiny_models import tiny_bert_dir
+    config = AntConfig.model_validate({"home": str(published.home), "features": {"modalities": ["text"], "text": {
+        "kind": "transformers", "model": tiny_bert_dir(tmp_path / "bert"), "pooling": "mean"}}})
+    featurize_domain(Context.of(config), "Gift_Cards")
+    with published.reader() as con:
+        paths = dict(con.execute("SELECT table_name, path FROM parquet_files WHERE domain = 'Gift_Cards'").fetchall())
+    features, sequences = published.home / paths["text_features"], published.home / paths["sequences"]
+    features.write_bytes(features.read_bytes()[:-100])  # truncated
+    sequences.write_bytes(b"garbage")
+    env = {"ANT_HOME": str(published.home)}
+    doctor = ant("doctor", env=env)
+    assert doctor.returncode == 1 and f"Gift_Cards text_features: {features}: unreadable" in doctor.stdout
+    assert f"Gift_Cards sequences: {sequences}: unreadable" in doctor.stdout and "ant ingest --domain Gift_Cards" in doctor.stderr
+    ingest_files(published, "2018", "Magazine_Subscriptions", FIXTURES / "amazon-2018" / "Magazine_Subscriptions_5.json.gz",
+                 FIXTURES / "amazon-2018" / "meta_Magazine_Subscriptions.json.gz")  # another domain publishes
+    with published.reader() as con:
+        assert con.execute("SELECT count(*) FROM sequences WHERE domain = 'Magazine_Subscriptions'").fetchone()[0] > 0
+    assert ingest_files(published, "2018", "Gift_Cards", GIFT, GIFT_META).status == "ingested"  # repaired
+    [text] = featurize_domain(Context.of(config), "Gift_Cards")
+    assert text.encoded == 147
+    assert ant("doctor", env=env).returncode == 0
+    with published.reader() as con:
+        assert con.execute("SELECT count(*) FROM item_features WHERE domain = 'Gift_Cards' AND has_text").fetchone()[0] == 147
+
+
+def test_exports_are_atomic_and_never_overwrite_silently(published, tmp_path, monkeypatch):
+    from warehouse import atomic
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(atomic.AtomicFormatError, match="not an empty folder.*--force"):
+        atomic.export_atomic(published, "Gift_Cards", out, 50)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    def full_disk(wh, domain, directory, max_len):
+        (directory / "Gift_Cards.train.inter").write_text("partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(atomic, "_write_export", full_disk)
+    with pytest.raises(OSError):
+        atomic.export_atomic(published, "Gift_Cards", out, 50, force=True)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]  # the old folder, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out"]  # no staging left
+    monkeypatch.undo()
+    written = atomic.export_atomic(published, "Gift_Cards", out, 50, force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written) and "notes.txt" not in \
+        {p.name for p in out.iterdir()}

@@ -14,6 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -276,6 +279,9 @@ def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile])
     with wh.reader() as con:
         row = con.execute("SELECT s.users, s.items, s.interactions FROM domains d JOIN domain_stats s USING (domain) "
                           "WHERE d.domain = ? AND d.fingerprint = ?", [domain, fp]).fetchone()
+    if row and (damaged := wh.check_files(domain)):
+        log.warning("%s: repairing %d damaged files (%s)", domain, len(damaged), "; ".join(d[2] for d in damaged))
+        return None
     return AtomicSummary(domain, *row, {f.modality: f.dim for f in features}, "unchanged") if row else None
 
 
@@ -322,6 +328,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     import does not bring are kept when their item ids are exactly the new ones, else dropped."""
     settings = settings or Ingest()
     directory = Path(directory)
+    wh.heal_views()
     prefix = directory / _prefix(directory, domain)
     fp = fingerprint(directory, domain, features)
     if (done := _unchanged(wh, domain, fp, features)) is not None:
@@ -426,7 +433,33 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
                          rejected=text_rejected, short_users=len(short), kept_features=kept, dropped_features=dropped)
 
 
-def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:
+def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int, force: bool = False) -> list[Path]:
+    """`_write_export` into `directory`, atomically: the files are written into a temporary
+    folder beside it, which then takes its place, so a full disk or a crash leaves the old
+    folder (or none), never a partial export. A non-empty `directory` is replaced only with
+    `force`."""
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not force:
+        raise AtomicFormatError(f"{directory} is not an empty folder: export into a new one, or pass --force "
+                                f"to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.export-", dir=directory.parent))
+    aside = staging.with_name(staging.name + ".old")
+    try:
+        written = _write_export(wh, domain, staging, max_len)
+        if directory.exists():
+            os.replace(directory, aside)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside.exists() and not directory.exists():
+            os.replace(aside, directory)  # put the old export back
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return [directory / path.name for path in written]
+
+
+def _write_export(wh: Warehouse, domain: str, directory: Path, max_len: int) -> list[Path]:
     """Write `domain` as UniSRec writes a processed dataset: `<D>.{train,valid,test}.inter`
     (one train row per training target, last target first, histories cut to the last
     `max_len`), `<D>.item2index`, `<D>.user2index` (0-based), `<D>.text` (keyed by raw item id, as
@@ -434,8 +467,6 @@ def export_atomic(wh: Warehouse, domain: str, directory: Path, max_len: int) -> 
     file per feature modality (`<D>.<modality>.feat`, rows in item-index order). The exact
     split, so a peer implementation trains and is evaluated on the same data;
     `import_atomic` reads it back unchanged."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     with wh.reader() as con:
         if not con.execute("SELECT count(*) FROM splits WHERE domain = ?", [domain]).fetchall()[0][0]:
             raise AtomicFormatError(f"domain {domain!r} has no split in {wh.home}: ingest or import it first")

@@ -11,6 +11,7 @@ size of the domain.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,9 @@ import pyarrow.parquet as pq
 
 from warehouse.schema import FEATURE_TABLES
 from warehouse.sql import literal
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, footer_problem
+
+log = logging.getLogger(__name__)
 
 # encoder_id prefix of vectors that came with an imported dataset (warehouse/atomic.py)
 IMPORTED_PREFIX = "imported/"
@@ -80,10 +83,14 @@ def prices(inputs: Path) -> np.ndarray:
 
 
 def stored(wh: Warehouse, domain: str, modality: str) -> Path | None:
-    """The published feature file of a modality, or None."""
+    """The published feature file of a modality, or None (also when it is damaged: its vectors
+    are then encoded anew, which repairs it)."""
     with wh.reader() as con:
         row = con.execute("SELECT path FROM parquet_files WHERE table_name = ? AND domain = ?",
                           [FEATURE_TABLES[modality], domain]).fetchone()
+    if row and (problem := footer_problem(wh.absolute(row[0]))) is not None:
+        log.warning("%s: %s; its %s vectors are encoded anew", wh.absolute(row[0]), problem, modality)
+        return None
     return wh.absolute(row[0]) if row else None
 
 

@@ -61,6 +61,18 @@ class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
 
+def footer_problem(path: Path) -> str | None:
+    """What is wrong with a published Parquet file that its footer shows, or None."""
+    if not path.is_file():
+        return "missing"
+    import pyarrow.parquet as pq  # only publishing and checking need it
+    try:
+        pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
 def under(root: Path, *parts: str) -> Path:
     """`root / parts...`, refused unless it stays inside `root` (no '..', no absolute part, no
     symlink out): every path built from a name goes through here."""
@@ -285,6 +297,7 @@ class Warehouse:
         for table, columns in PARQUET_TABLES.items():
             paths = [str(self.home / p) for (p,) in con.execute(
                 "SELECT path FROM parquet_files WHERE table_name = ? ORDER BY domain", [table]).fetchall()]
+            paths = [p for p in paths if self._healthy(table, p)]
             if paths:
                 cols = [f"{c}::{t} AS {c}" for c, t in columns.items()]
                 if table in FEATURE_TABLES.values():
@@ -296,6 +309,16 @@ class Warehouse:
             con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {table} AS {body}")
         for name, body in DERIVED_VIEWS.items():
             con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {name} AS {body}")
+
+    @staticmethod
+    def _healthy(table: str, path: str) -> bool:
+        """Whether a published file can go into its view; a damaged one is left out with a
+        warning, so that one domain's damage never blocks publishing or reading the others."""
+        if (problem := footer_problem(Path(path))) is None:
+            return True
+        log.warning("%s: %s, left out of the %s view; `ant doctor` lists what to re-ingest or re-import",
+                    path, problem, table)
+        return False
 
     @staticmethod
     def _vector_type(paths: list[str]) -> str:
@@ -334,6 +357,35 @@ class Warehouse:
                 upsert(con, table, row)
             self._create_views(con)
             con.commit()
+
+    def check_files(self, domain: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(table, domain, path, problem) of each published Parquet file (of `domain`) that is
+        missing, has an unreadable footer, or holds other than the rows the manifest recorded."""
+        import pyarrow.parquet as pq
+        with self.reader() as con:
+            files = con.execute("SELECT table_name, domain, path, rows FROM parquet_files "
+                                "WHERE ? IS NULL OR domain = ? ORDER BY domain, table_name", [domain, domain]).fetchall()
+        problems = []
+        for table, owner, path, rows in files:
+            full = self.home / path
+            problem = footer_problem(full)
+            if problem is None and (found := pq.read_metadata(full).num_rows) != rows:
+                problem = f"{found} rows, the manifest records {rows}"
+            if problem is not None:
+                problems.append((table, owner, str(full), problem))
+        return problems
+
+    def heal_views(self) -> list[tuple[str, str, str, str]]:
+        """Re-create the views without the damaged files (`check_files`), so that a write stage
+        of one domain never fails on another domain's damage; the problems found."""
+        if not self.db_path.exists():
+            return []
+        if problems := self.check_files():
+            with self.writer() as con:
+                con.begin()
+                self._create_views(con)
+                con.commit()
+        return problems
 
     def collect_garbage(self) -> int:
         """Delete Parquet files no table points at (left by crashes or replaced versions).
