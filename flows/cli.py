@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import errno
 import json
 import logging
 import os
@@ -514,5 +515,21 @@ def _print_table(columns: list[str], rows: list[tuple]) -> None:
     typer.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
+def main() -> None:
+    """The `ant` entry point: the app, with a full disk at any step as one error line (every
+    write publishes new files in one transaction, so what was published before is intact)."""
+    try:
+        app()
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        if _verbose:
+            traceback.print_exception(exc)
+        typer.echo(f"error: no space left on the device{f' writing {exc.filename}' if exc.filename else ''}: "
+                   f"nothing half-written was published and what was published before is intact; free "
+                   f"some space and run the command again", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -252,3 +252,23 @@ def test_exports_are_atomic_and_never_overwrite_silently(published, tmp_path, mo
     written = atomic.export_atomic(published, "Gift_Cards", out, 50, force=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written) and "notes.txt" not in \
         {p.name for p in out.iterdir()}
+
+
+def test_a_full_disk_is_one_error_line(published, monkeypatch, capsys):
+    """Import, adapt or `recommend --all` on a full disk: one error line, exit 1, no traceback."""
+    import errno
+    import sys
+
+    from flows import cli
+    from services import recommend
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(published.home / "parquet" / "x.parquet"))
+    monkeypatch.setattr(recommend, "recommend_all", full)
+    monkeypatch.setenv("ANT_HOME", str(published.home))
+    monkeypatch.setattr(sys, "argv", ["ant", "recommend", "--target", "Gift_Cards", "--all"])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: no space left on the device writing ")
