@@ -14,7 +14,7 @@ def test_two_ranks_end_with_identical_weights(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "tests.ddp_worker", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     hashes = [Path(f"{out}.{rank}").read_text() for rank in (0, 1)]
@@ -59,7 +59,7 @@ def test_two_nodes_pretrain_one_model_over_a_rendezvous(tmp_path):
              for rank in (0, 1)]
     results, logs = [], []
     for node in nodes:
-        out, err = node.communicate(timeout=300)
+        out, err = node.communicate(timeout=1800)
         assert node.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
         logs.append(err)

@@ -55,7 +55,7 @@ def uninterrupted_registry(config: Path) -> list[tuple]:
         for m, spec in METHODS.items() for seed in ctx.config.seeds])
 
 
-def wait_until_locked(home: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_until_locked(home: Path, proc: subprocess.Popen, timeout: float = 1800) -> None:
     """Until `proc` holds the write lock of `home`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -104,7 +104,7 @@ def test_two_runs_on_one_home_share_the_work(prefect, pipeline_config, tmp_path)
     first = ant_run(config, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_until_locked(home, first)
     second = ant_run(config, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    outputs = [p.communicate(timeout=3600)[0] for p in (first, second)]
     for proc, out in zip((first, second), outputs):
         assert proc.returncode == 0, out[-3000:]
         assert "## Gift_Cards" in out
