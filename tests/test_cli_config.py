@@ -174,3 +174,13 @@ def test_sql_on_a_copied_home_never_writes_it(home, tmp_path):
     again = ant("sql", "SELECT count(*) FROM sequences", env={"ANT_HOME": str(copy)})
     assert again.returncode == 0 and again.stdout.splitlines()[2].strip() == "453", again.stderr
     assert hashlib.sha256((copy / "warehouse.duckdb").read_bytes()).hexdigest() == before
+
+
+def test_the_real_data_config_loads_and_names_weights_every_machine_has():
+    from ant_config import load_config
+    from encoders.weights import resolve
+    config = load_config(Path(__file__).parent.parent / "configs" / "real-text.yaml")
+    assert config.auxiliary_domains == ["Games_text", "Toys_text", "Sports_text", "Electronics_text"]
+    assert config.target_domains == ["Tools_text", "Office_text", "CDs_text"]
+    assert config.features.modalities == ["text"]
+    assert Path(resolve(config.features.text.model), "config.json").is_file()  # the offline MiniLM package
