@@ -222,9 +222,9 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
             stopped_by = "patience"
             break
     if stopped_by == "cap":
-        log.warning("%s: stopped at the cap of %d epochs while validation %s was still improving (best "
-                    "epoch %d): not converged. Raise the epochs (pretrain.epochs / adapt.epochs, or "
-                    "--epochs), or the learning rate.", data.name, cfg.epochs, SELECT_ON, best_epoch)
+        log.warning("%s: stopped at the cap of %d epochs before patience ended it (best epoch %d by validation "
+                    "%s): not converged. Raise the epochs (pretrain.epochs / adapt.epochs, or --epochs), or the "
+                    "learning rate.", data.name, cfg.epochs, best_epoch, SELECT_ON)
     model.load_state_dict(best_state)
     seconds = time.monotonic() - started
     return FitResult(best_epoch, best_valid, len(history), stopped_by, seconds,
