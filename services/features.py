@@ -90,8 +90,9 @@ def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
             todo = np.flatnonzero(~keep & has)
             if len(todo):
                 vectors[todo] = encode(batch, todo)
-                if not np.isfinite(vectors[todo]).all():
-                    row = todo[np.flatnonzero(~np.isfinite(vectors[todo]).all(axis=1))[0]]
+                finite = np.isfinite(vectors[todo]).all(axis=1)
+                if not finite.all():
+                    row = todo[np.flatnonzero(~finite)[0]]
                     raise FeatureError(f"{domain} {modality}: the encoder {encoder_id} gave a non-finite vector "
                                        f"(NaN or inf) for item {ids[row]}; nothing was stored. Check the encoder's "
                                        f"weights and its input for that item")

@@ -272,15 +272,17 @@ def fingerprint(directory: Path, domain: str, features: list[FeatureFile]) -> st
     return digest.hexdigest()
 
 
-def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile]) -> AtomicSummary | None:
-    """The published import of `domain`, if it was made from the same files."""
+def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile],
+               damaged: list[str]) -> AtomicSummary | None:
+    """The published import of `domain`, if it was made from the same files and none of its
+    published files is `damaged`."""
     if not wh.db_path.exists():
         return None
     with wh.reader() as con:
         row = con.execute("SELECT s.users, s.items, s.interactions FROM domains d JOIN domain_stats s USING (domain) "
                           "WHERE d.domain = ? AND d.fingerprint = ?", [domain, fp]).fetchone()
-    if row and (damaged := wh.check_files(domain)):
-        log.warning("%s: repairing %d damaged files (%s)", domain, len(damaged), "; ".join(d[2] for d in damaged))
+    if row and damaged:
+        log.warning("%s: repairing %d damaged files (%s)", domain, len(damaged), "; ".join(damaged))
         return None
     return AtomicSummary(domain, *row, {f.modality: f.dim for f in features}, "unchanged") if row else None
 
@@ -328,10 +330,10 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     import does not bring are kept when their item ids are exactly the new ones, else dropped."""
     settings = settings or Ingest()
     directory = Path(directory)
-    wh.heal_views()
+    damaged = [path for _, owner, path, _ in wh.heal_views() if owner == domain]
     prefix = directory / _prefix(directory, domain)
     fp = fingerprint(directory, domain, features)
-    if (done := _unchanged(wh, domain, fp, features)) is not None:
+    if (done := _unchanged(wh, domain, fp, features, damaged)) is not None:
         return done
     item2index = _read_map(Path(f"{prefix}.item2index"))
     user2index = _read_map(Path(f"{prefix}.user2index"))

@@ -88,10 +88,12 @@ def stored(wh: Warehouse, domain: str, modality: str) -> Path | None:
     with wh.reader() as con:
         row = con.execute("SELECT path FROM parquet_files WHERE table_name = ? AND domain = ?",
                           [FEATURE_TABLES[modality], domain]).fetchone()
-    if row and (problem := footer_problem(wh.absolute(row[0]))) is not None:
-        log.warning("%s: %s; its %s vectors are encoded anew", wh.absolute(row[0]), problem, modality)
+    if row is None:
         return None
-    return wh.absolute(row[0]) if row else None
+    if (problem := footer_problem(path := wh.absolute(row[0]))) is not None:
+        log.warning("%s: %s; its %s vectors are encoded anew", path, problem, modality)
+        return None
+    return path
 
 
 def imported(wh: Warehouse, domain: str, modality: str) -> tuple[str, int, int] | None:

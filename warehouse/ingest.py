@@ -96,14 +96,14 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
                   meta: DownloadRecord, filtering: Filtering, settings: Ingest) -> DomainSummary:
     domain = domain_name(release, category)
     started = time.monotonic()
-    wh.heal_views()
+    damaged = [path for _, owner, path, _ in wh.heal_views() if owner == domain]
     fp = fingerprint(reviews, meta, filtering)
     published = published_state(wh, domain)
     if published is not None and published[0] == fp:
-        if not (damaged := wh.check_files(domain)):
+        if not damaged:
             log.info("%s: raw files and config unchanged, nothing to do", domain)
             return DomainSummary(domain, "unchanged", seconds=time.monotonic() - started, **published[1])
-        log.warning("%s: repairing %d damaged files (%s)", domain, len(damaged), "; ".join(d[2] for d in damaged))
+        log.warning("%s: repairing %d damaged files (%s)", domain, len(damaged), "; ".join(damaged))
 
     for record in (reviews, meta):  # the bytes verified at download, still
         if sha256_of(wh.home / record.path).hexdigest() != record.sha256:

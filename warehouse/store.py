@@ -61,16 +61,17 @@ class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
 
-def footer_problem(path: Path) -> str | None:
-    """What is wrong with a published Parquet file that its footer shows, or None."""
+def footer_problem(path: Path, rows: int | None = None) -> str | None:
+    """What is wrong with a published Parquet file that its footer shows (with `rows`: also
+    holding another number of rows), or None; the footer is read once."""
     if not path.is_file():
         return "missing"
     import pyarrow.parquet as pq  # only publishing and checking need it
     try:
-        pq.read_metadata(path)
+        found = pq.read_metadata(path).num_rows
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
         return f"unreadable ({type(exc).__name__}: {exc})"
-    return None
+    return None if rows is None or found == rows else f"{found} rows, the manifest records {rows}"
 
 
 def under(root: Path, *parts: str) -> Path:
@@ -358,26 +359,19 @@ class Warehouse:
             self._create_views(con)
             con.commit()
 
-    def check_files(self, domain: str | None = None) -> list[tuple[str, str, str, str]]:
-        """(table, domain, path, problem) of each published Parquet file (of `domain`) that is
-        missing, has an unreadable footer, or holds other than the rows the manifest recorded."""
-        import pyarrow.parquet as pq
+    def check_files(self) -> list[tuple[str, str, str, str]]:
+        """(table, domain, path, problem) of each published Parquet file that is missing, has an
+        unreadable footer, or holds other than the rows the manifest recorded."""
         with self.reader() as con:
             files = con.execute("SELECT table_name, domain, path, rows FROM parquet_files "
-                                "WHERE ? IS NULL OR domain = ? ORDER BY domain, table_name", [domain, domain]).fetchall()
-        problems = []
-        for table, owner, path, rows in files:
-            full = self.home / path
-            problem = footer_problem(full)
-            if problem is None and (found := pq.read_metadata(full).num_rows) != rows:
-                problem = f"{found} rows, the manifest records {rows}"
-            if problem is not None:
-                problems.append((table, owner, str(full), problem))
-        return problems
+                                "ORDER BY domain, table_name").fetchall()
+        return [(table, owner, str(self.home / path), problem) for table, owner, path, rows in files
+                if (problem := footer_problem(self.home / path, rows)) is not None]
 
     def heal_views(self) -> list[tuple[str, str, str, str]]:
         """Re-create the views without the damaged files (`check_files`), so that a write stage
-        of one domain never fails on another domain's damage; the problems found."""
+        of one domain never fails on another domain's damage; the problems found (a stage that
+        repairs its own domain reads them from here rather than checking again)."""
         if not self.db_path.exists():
             return []
         if problems := self.check_files():
