@@ -21,11 +21,11 @@ from pathlib import Path
 import duckdb
 
 from ant_config import AntConfig
-from warehouse.download import DownloadRecord, sha256_of
+from warehouse.download import DownloadRecord
 from warehouse.ingest import ingest_domain
 from ant_config.releases import CATEGORIES
 from warehouse.sources import source_files
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, sha256_of
 
 
 def generate(dest: Path, category: str, reviews: int, seed: int) -> None:

@@ -43,7 +43,8 @@ from services.report import transfer_report, verdicts
 from services.training import run_adapt, run_pretrain
 from warehouse import registry
 from warehouse.atomic import HEADER, FeatureFile, import_atomic
-from warehouse.download import DownloadRecord, sha256_of
+from warehouse.download import DownloadRecord
+from warehouse.store import sha256_of
 from warehouse.ingest import ingest_domain
 
 ROOT = Path(__file__).resolve().parent.parent

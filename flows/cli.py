@@ -481,18 +481,25 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only query (SELECT, 
 @app.command()
 def doctor(config: ConfigOpt = None) -> None:
     """Check every published file against the warehouse's manifest: it exists, its Parquet
-    footer reads, it holds the rows recorded; says how to repair each damaged domain."""
+    footer reads, it holds the rows recorded, its bytes have the sha256 recorded at publish;
+    says how to repair each damaged domain."""
     try:
         from warehouse.store import Warehouse
         wh = Warehouse(load_config(config).home)
-        problems = wh.check_files()
+        problems = wh.check_files(checksums=True)
         with wh.reader() as con:
-            files, releases = con.execute("SELECT count(*) FROM parquet_files").fetchone()[0], dict(
-                con.execute("SELECT domain, release FROM domains").fetchall())
+            files, unhashed = con.execute("SELECT count(*), count(*) FILTER (WHERE sha256 IS NULL) "
+                                          "FROM parquet_files").fetchone()
+            releases = dict(con.execute("SELECT domain, release FROM domains").fetchall())
     except UserError as exc:
         _fail(exc)
+    if unhashed:
+        typer.echo(f"{unhashed} of {files} files were published before checksums were recorded: footers and "
+                   f"rows checked, bytes not; re-ingesting, re-importing or re-encoding their domain records one",
+                   err=True)
     if not problems:
-        typer.echo(f"{wh.home}: {files} published files, all present and whole")
+        typer.echo(f"{wh.home}: {files} published files, all present and whole"
+                   f"{' (checksums match)' if unhashed < files else ''}")
         return
     for table, domain, path, problem in problems:
         typer.echo(f"{domain} {table}: {path}: {problem}")

@@ -130,7 +130,7 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
     """Encode what changed in `domain` for every configured modality, then publish the new files
     of the domain together."""
     wh, cfg = ctx.warehouse, ctx.config.features
-    wh.heal_views()
+    wh.heal_views(domain)
     files, rows, summaries = {}, {}, []
     if "image" in cfg.modalities:  # fetch first: the image inputs are the fetched files
         fetch_images(wh, store.image_urls(wh, domain), cfg.fetch)

@@ -229,6 +229,14 @@ def test_one_damaged_file_blocks_nothing_and_re_running_repairs_it(published, tm
     assert ant("doctor", env=env).returncode == 0
     with published.reader() as con:
         assert con.execute("SELECT count(*) FROM item_features WHERE domain = 'Gift_Cards' AND has_text").fetchone()[0] == 147
+        features = published.home / con.execute("SELECT path FROM parquet_files WHERE domain = 'Gift_Cards' "
+                                                "AND table_name = 'text_features'").fetchone()[0]
+    data = bytearray(features.read_bytes())
+    data[len(data) // 2] ^= 0x01  # footer and rows intact: only the checksum shows it
+    features.write_bytes(bytes(data))
+    [text] = featurize_domain(Context.of(config), "Gift_Cards")
+    assert text.encoded == 147  # its vectors are not trusted as a cache, but encoded anew
+    assert ant("doctor", env=env).returncode == 0
 
 
 def test_exports_are_atomic_and_never_overwrite_silently(published, tmp_path, monkeypatch):
@@ -272,3 +280,43 @@ def test_a_full_disk_is_one_error_line(published, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert ended.value.code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: no space left on the device writing ")
+
+
+def test_doctor_finds_changed_bytes_the_footer_does_not_show_and_re_ingesting_repairs_them(published):
+    """A flipped bit inside a data page leaves the footer and the row count as they were: only
+    the sha256 recorded at publish shows it."""
+    from tests.test_cli_config import ant
+    from warehouse.store import file_problem
+    with published.reader() as con:
+        stored, rows = con.execute("SELECT path, rows FROM parquet_files "
+                                   "WHERE domain = 'Gift_Cards' AND table_name = 'items'").fetchone()
+    path = published.home / stored
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert file_problem(path, rows) is None  # what the footer check alone sees
+    env = {"ANT_HOME": str(published.home)}
+    doctor = ant("doctor", env=env)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert f"Gift_Cards items: {path}: its sha256 differs from the one recorded at publish" in doctor.stdout
+    assert "repair Gift_Cards: `ant ingest --domain Gift_Cards`" in doctor.stderr
+    assert ingest_files(published, "2018", "Gift_Cards", GIFT, GIFT_META).status == "ingested"  # repaired
+    doctor = ant("doctor", env=env)
+    assert doctor.returncode == 0 and "all present and whole (checksums match)" in doctor.stdout
+
+
+def test_files_published_before_checksums_are_checked_without_them(published):
+    """Migration 7 adds the column empty: hashing old files then would bless whatever they hold,
+    so `ant doctor` checks their footers and rows and says their bytes were not checked."""
+    import duckdb
+    from tests.test_cli_config import ant
+    con = duckdb.connect(str(published.db_path))
+    con.execute("ALTER TABLE parquet_files DROP COLUMN sha256")
+    con.execute("UPDATE schema_version SET version = 6")
+    con.close()
+    doctor = ant("doctor", env={"ANT_HOME": str(published.home)})
+    with published.reader() as con:
+        files, unhashed = con.execute("SELECT count(*), count(*) FILTER (WHERE sha256 IS NULL) FROM parquet_files").fetchone()
+    assert files == unhashed > 0
+    assert doctor.returncode == 0 and "all present and whole" in doctor.stdout and "checksums match" not in doctor.stdout
+    assert f"{files} of {files} files were published before checksums were recorded" in doctor.stderr

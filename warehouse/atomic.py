@@ -29,10 +29,9 @@ import pyarrow.parquet as pq
 from ant_config import Ingest
 from ant_config.errors import UserError
 from warehouse import features as feature_store
-from warehouse.download import sha256_of
 from warehouse.ingest import published_state, refuse_shrinking
 from warehouse.schema import FEATURE_TABLES
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +329,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     import does not bring are kept when their item ids are exactly the new ones, else dropped."""
     settings = settings or Ingest()
     directory = Path(directory)
-    damaged = [path for _, owner, path, _ in wh.heal_views() if owner == domain]
+    damaged = [path for _, owner, path, _ in wh.heal_views(domain) if owner == domain]
     prefix = directory / _prefix(directory, domain)
     fp = fingerprint(directory, domain, features)
     if (done := _unchanged(wh, domain, fp, features, damaged)) is not None:

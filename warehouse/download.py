@@ -32,12 +32,11 @@ import httpx
 from tqdm import tqdm
 
 from ant_config.errors import UserError
-from warehouse.store import Warehouse, upsert
+from warehouse.store import HASH_BLOCK, Warehouse, sha256_of, upsert
 
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
-HASH_BLOCK = 1 << 20
 INFLATE_CHUNK = 16 << 20  # bound on decompressed bytes held at once while verifying
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 REMOTE_SCHEMES = ("http", "https")
@@ -76,14 +75,6 @@ class DownloadResult:
     status: str  # "downloaded" | "resumed" | "unchanged"
     bytes_transferred: int
     seconds: float
-
-
-def sha256_of(path: Path, prefix: hashlib._Hash | None = None) -> hashlib._Hash:
-    digest = prefix or hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest
 
 
 def verify_raw(path: Path, name: str | None = None) -> str:

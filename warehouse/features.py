@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from warehouse.schema import FEATURE_TABLES
 from warehouse.sql import literal
-from warehouse.store import Warehouse, footer_problem
+from warehouse.store import Warehouse, file_problem
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,11 @@ def stored(wh: Warehouse, domain: str, modality: str) -> Path | None:
     """The published feature file of a modality, or None (also when it is damaged: its vectors
     are then encoded anew, which repairs it)."""
     with wh.reader() as con:
-        row = con.execute("SELECT path FROM parquet_files WHERE table_name = ? AND domain = ?",
+        row = con.execute("SELECT path, rows, sha256 FROM parquet_files WHERE table_name = ? AND domain = ?",
                           [FEATURE_TABLES[modality], domain]).fetchone()
     if row is None:
         return None
-    if (problem := footer_problem(path := wh.absolute(row[0]))) is not None:
+    if (problem := file_problem(path := wh.absolute(row[0]), row[1], row[2])) is not None:
         log.warning("%s: %s; its %s vectors are encoded anew", path, problem, modality)
         return None
     return path

@@ -18,8 +18,8 @@ from pathlib import Path
 from ant_config import Filtering, Ingest
 from ant_config.releases import domain_name
 from warehouse import parse, sequences
-from warehouse.download import CorruptRawFile, DownloadRecord, invalidate, sha256_of
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.download import CorruptRawFile, DownloadRecord, invalidate
+from warehouse.store import Warehouse, WarehouseError, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
                   meta: DownloadRecord, filtering: Filtering, settings: Ingest) -> DomainSummary:
     domain = domain_name(release, category)
     started = time.monotonic()
-    damaged = [path for _, owner, path, _ in wh.heal_views() if owner == domain]
+    damaged = [path for _, owner, path, _ in wh.heal_views(domain) if owner == domain]
     fp = fingerprint(reviews, meta, filtering)
     published = published_state(wh, domain)
     if published is not None and published[0] == fp:

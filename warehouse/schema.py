@@ -49,7 +49,7 @@ for _modality, _table in FEATURE_TABLES.items():
         "content_hash": "VARCHAR", f"has_{_modality}": "BOOLEAN", "vector": "FLOAT[]",
     }
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
@@ -101,6 +101,12 @@ MIGRATIONS: dict[int, list[str]] = {
         """ALTER TABLE models ADD COLUMN training JSON""",
         # Small facts about this file, e.g. the home its views were written for (views_home).
         """CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
+    ],
+    7: [
+        # The sha256 of each published file, taken at publish, so `ant doctor` finds a file
+        # changed since (a flipped bit a Parquet reader would not notice). NULL for files
+        # published before this version: hashing them now would bless whatever they hold.
+        """ALTER TABLE parquet_files ADD COLUMN sha256 VARCHAR""",
     ],
 }
 

@@ -10,6 +10,7 @@ a mix, and can open the database read-only whenever no publish is in flight.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -61,9 +62,22 @@ class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can act on; the message says what to do."""
 
 
-def footer_problem(path: Path, rows: int | None = None) -> str | None:
-    """What is wrong with a published Parquet file that its footer shows (with `rows`: also
-    holding another number of rows), or None; the footer is read once."""
+HASH_BLOCK = 1 << 20  # bytes read at a time while hashing a file
+
+
+def sha256_of(path: Path, prefix: hashlib._Hash | None = None) -> hashlib._Hash:
+    """The sha256 of a file's bytes (continuing `prefix` if given), read in bounded memory."""
+    digest = prefix or hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest
+
+
+def file_problem(path: Path, rows: int | None = None, sha256: str | None = None) -> str | None:
+    """What is wrong with a published Parquet file, or None: missing, an unreadable footer, with
+    `rows` another number of rows (the footer is read once), with `sha256` other bytes than those
+    recorded at publish (reads the file whole: a flipped bit the footer does not show)."""
     if not path.is_file():
         return "missing"
     import pyarrow.parquet as pq  # only publishing and checking need it
@@ -71,7 +85,11 @@ def footer_problem(path: Path, rows: int | None = None) -> str | None:
         found = pq.read_metadata(path).num_rows
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
         return f"unreadable ({type(exc).__name__}: {exc})"
-    return None if rows is None or found == rows else f"{found} rows, the manifest records {rows}"
+    if rows is not None and found != rows:
+        return f"{found} rows, the manifest records {rows}"
+    if sha256 is not None and sha256_of(path).hexdigest() != sha256:
+        return "its sha256 differs from the one recorded at publish: changed or damaged since"
+    return None
 
 
 def under(root: Path, *parts: str) -> Path:
@@ -315,7 +333,7 @@ class Warehouse:
     def _healthy(table: str, path: str) -> bool:
         """Whether a published file can go into its view; a damaged one is left out with a
         warning, so that one domain's damage never blocks publishing or reading the others."""
-        if (problem := footer_problem(Path(path))) is None:
+        if (problem := file_problem(Path(path))) is None:
             return True
         log.warning("%s: %s, left out of the %s view; `ant doctor` lists what to re-ingest or re-import",
                     path, problem, table)
@@ -345,36 +363,41 @@ class Warehouse:
                 rows: Mapping[str, Mapping] | None = None, drop: Iterable[str] = ()) -> None:
         """Point the tables at freshly written files for `domain`, take the `drop` tables' files
         of `domain` out of them, and upsert `rows` ({native table: row}), all in one transaction."""
+        checksums = {table: sha256_of(path).hexdigest() for table, path in files.items()}  # before the transaction: it reads each file whole
         with self.writer() as con:
             con.begin()
             for table in drop:
                 con.execute("DELETE FROM parquet_files WHERE table_name = ? AND domain = ?", [table, domain])
             for table, path in files.items():
                 count = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()[0]
-                con.execute("INSERT OR REPLACE INTO parquet_files (table_name, domain, path, rows) "
-                            "VALUES (?, ?, ?, ?)",
-                            [table, domain, str(Path(path).relative_to(self.home)), count])
+                con.execute("INSERT OR REPLACE INTO parquet_files (table_name, domain, path, rows, sha256) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [table, domain, str(Path(path).relative_to(self.home)), count, checksums[table]])
             for table, row in (rows or {}).items():
                 upsert(con, table, row)
             self._create_views(con)
             con.commit()
 
-    def check_files(self) -> list[tuple[str, str, str, str]]:
+    def check_files(self, checksums: bool | str = False) -> list[tuple[str, str, str, str]]:
         """(table, domain, path, problem) of each published Parquet file that is missing, has an
-        unreadable footer, or holds other than the rows the manifest recorded."""
+        unreadable footer, or holds other than the rows the manifest recorded. `checksums`: also
+        compare the bytes with the sha256 recorded at publish, for every file (True) or one
+        domain's (its name); files published before schema 7 have none to compare."""
         with self.reader() as con:
-            files = con.execute("SELECT table_name, domain, path, rows FROM parquet_files "
+            files = con.execute("SELECT table_name, domain, path, rows, sha256 FROM parquet_files "
                                 "ORDER BY domain, table_name").fetchall()
-        return [(table, owner, str(self.home / path), problem) for table, owner, path, rows in files
-                if (problem := footer_problem(self.home / path, rows)) is not None]
+        return [(table, owner, str(self.home / path), problem) for table, owner, path, rows, sha256 in files
+                if (problem := file_problem(self.home / path, rows,
+                                            sha256 if checksums in (True, owner) else None)) is not None]
 
-    def heal_views(self) -> list[tuple[str, str, str, str]]:
-        """Re-create the views without the damaged files (`check_files`), so that a write stage
-        of one domain never fails on another domain's damage; the problems found (a stage that
-        repairs its own domain reads them from here rather than checking again)."""
+    def heal_views(self, domain: str | None = None) -> list[tuple[str, str, str, str]]:
+        """Re-create the views without the damaged files (`check_files`; `domain`'s files also
+        by checksum), so that a write stage of one domain never fails on another domain's
+        damage; the problems found (a stage that repairs its own domain reads them from here
+        rather than checking again)."""
         if not self.db_path.exists():
             return []
-        if problems := self.check_files():
+        if problems := self.check_files(checksums=domain or False):
             with self.writer() as con:
                 con.begin()
                 self._create_views(con)
