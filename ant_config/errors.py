@@ -4,3 +4,7 @@ one `error:` line (the traceback only with -v), and never as a crash."""
 
 class UserError(Exception):
     """Bad input, a missing prerequisite or an unreachable host; the message says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config file that cannot be read or does not validate; the message names the file."""

@@ -1,4 +1,4 @@
-"""Names every layer shares: the evaluation metrics and the catalogue of training methods.
+"""Names every layer shares: the modalities, the evaluation metrics and the catalogue of training methods.
 
 Torch-free and import-free, so the command line can validate a method name or print a
 metric without loading a model library.
@@ -10,6 +10,7 @@ from typing import Literal
 
 from ant_config.errors import UserError
 
+MODALITIES = ("text", "image", "price")  # the frozen item features ANT reads
 CUTOFFS = (10, 50)
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
 SELECT_ON = "recall@10"  # picks the best epoch, the served model and the transfer verdict

@@ -5,18 +5,28 @@
 Builds a small warehouse from the Gift_Cards fixture (ingested, no models) with a report in
 place, then times `ant --help`, `ant sql`, `ant models list` and `ant report` (target: under
 0.5 s each, torch never imported) and, for reference, `ant sql` on a 100k-row table: best and
-median of --runs runs, with the peak RSS of each.
+median of --runs runs, with the peak RSS of each. Then the import profile of the `ant sql`
+path (`python -X importtime`): its top entries by cumulative time. Last, a flow command's
+start-up: seconds from launch to its first task's first log line for `ant features` (prices
+only) on a new home, (a) on a new machine (a new PREFECT_HOME: the API's database is created),
+(b) with the API stopped, (c) with the API still up from the command before (another new home);
+targets (b) 10 s, (c) 3 s.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ANT = [str(Path(sys.executable).parent / "ant")]
@@ -54,6 +64,54 @@ def timed(args: list[str], env: dict, runs: int) -> tuple[float, float, float]:
     return min(seconds), statistics.median(seconds), max(rss for _, rss in measured)
 
 
+def import_profile(args: list[str], env: dict, top: int = 8) -> list[tuple[float, str]]:
+    """The `top` imports of a command by cumulative milliseconds (`-X importtime`, best of 3:
+    the first run may also pay for compiling and caching bytecode)."""
+    runs = []
+    for _ in range(3):
+        stderr = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, capture_output=True,
+                                text=True, cwd=ROOT).stderr
+        rows = [line.split("|") for line in stderr.splitlines() if line.startswith("import time:")
+                and "cumulative" not in line]
+        runs.append({name.rstrip(): int(cumulative) / 1000 for _, cumulative, name in rows})
+    best = {name: min(run.get(name, float("inf")) for run in runs) for name in runs[0]}
+    return sorted(((ms, name) for name, ms in best.items()), reverse=True)[:top]
+
+
+def first_task_s(home: Path, template: Path, env: dict, idle_s: float) -> float:
+    """Seconds from launching `ant features` on a copy of `template` at `home` to the first log
+    line of a task run."""
+    shutil.copytree(template, home)
+    config = home / "config.yaml"
+    config.write_text(yaml.safe_dump({"home": str(home), "features": {"modalities": ["price"]},
+                                      "orchestration": {"server_idle_s": idle_s}}))
+    started = time.monotonic()
+    command = subprocess.Popen([*ANT, "features", "--config", str(config), "--domain", "Gift_Cards"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = None
+    for line in command.stderr:
+        if seconds is None and "task run" in line:
+            seconds = time.monotonic() - started
+    if command.wait() or seconds is None:
+        sys.exit(f"ant features failed on {home}")
+    return seconds
+
+
+def flow_start_up(template: Path) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="ant-flow-"))
+    env = {**os.environ, "PREFECT_HOME": str(scratch / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("ANT_HOME", None)
+    cases = [("a new machine (a new PREFECT_HOME)", 0), ("the API stopped", 120),
+             ("the API up from the command before (target 3 s)", 0)]
+    print("\nflow command start-up, launch to first task (`ant features`, prices, a new home each; target (b) 10 s):")
+    for n, (case, idle_s) in enumerate(cases):
+        print(f"  ({'abc'[n]}) {case}: {first_task_s(scratch / f'home{n}', template, env, idle_s):.1f} s", flush=True)
+    known = scratch / "prefect-home" / "ant-server" / "server.json"
+    if known.exists():  # (c) ran with idle 0, so it is gone; this only guards a failed run
+        os.kill(json.loads(known.read_text())["pid"], signal.SIGTERM)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -75,6 +133,10 @@ def main() -> None:
     probe = subprocess.run([sys.executable, "-c", "import sys, flows.cli; print('torch' in sys.modules)"],
                            capture_output=True, text=True, cwd=ROOT)
     print(f"torch imported by `import flows.cli`: {probe.stdout.strip()}")
+    print("\nimports of `ant sql` (cumulative ms, best of 3):")
+    for ms, name in import_profile([ANT[0], "sql", "SELECT 1"], env):
+        print(f"  {ms:7.1f}  {name}")
+    flow_start_up(home)
 
 
 if __name__ == "__main__":

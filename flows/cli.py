@@ -21,11 +21,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ant_config import MODALITIES, ConfigError, load_config
-from ant_config.errors import UserError
-from ant_config.protocol import METHODS, METRICS
+from ant_config.errors import ConfigError, UserError
+from ant_config.protocol import METHODS, METRICS, MODALITIES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain help (no rich): `ant --help` answers before rich's import would have finished.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="ANT: transferable multi-modal sequential recommendation on Amazon reviews.")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
@@ -60,6 +60,13 @@ class _HeldPrefectErrors(logging.Filter):
 _held: _HeldPrefectErrors | None = None
 
 
+def _load_config(path: Path | None, **overrides):
+    """`ant_config.load_config`, imported on first use: building the pydantic models is most of
+    the start-up of a command that needs no config (`--help`)."""
+    from ant_config import load_config
+    return load_config(path, **overrides)
+
+
 def _fail(exc: BaseException) -> None:
     if _verbose:
         traceback.print_exception(exc)
@@ -92,18 +99,18 @@ def _main(ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose",
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _flow_api(home: Path):
+def _flow_api(cfg):
     """The Prefect API a flow command runs under (flows.server.prefect_api), started only once
     the home is known to be writable: otherwise one error line and no server."""
     from flows.server import prefect_api
     from warehouse.store import Warehouse
-    Warehouse(home).ensure_home()
-    return prefect_api(home)
+    Warehouse(cfg.home).ensure_home()
+    return prefect_api(cfg.home, cfg.orchestration.server_idle_s)
 
 
 def _context(config: Path | None, **overrides):
     from services.context import Context
-    return Context.of(load_config(config, **overrides))
+    return Context.of(_load_config(config, **overrides))
 
 
 def _modalities(spec: str | None) -> list[str] | None:
@@ -167,11 +174,11 @@ def ingest(config: ConfigOpt = None,
     """Download Amazon review files and build clean sequences in the warehouse."""
     try:
         overrides = {"ingest": {"allow_shrink": True}} if allow_shrink else {}
-        cfg = load_config(config, release=release, **overrides)
+        cfg = _load_config(config, release=release, **overrides)
         from ant_config.releases import check_categories
         check_categories(cfg.release, domain or cfg.categories)  # fail before Prefect or any download starts
         from flows.ingest import ingest as ingest_flow
-        with _flow_api(cfg.home):
+        with _flow_api(cfg):
             summaries = ingest_flow(str(config) if config else None, release, domain, overrides)
     except UserError as exc:
         _fail(exc)
@@ -190,9 +197,9 @@ def features(config: ConfigOpt = None,
                  "--domain", "-d", callback=_name, help="domain to encode (repeatable); default: the config's")] = None) -> None:
     """Frozen text, image and price vectors of every item of the domains."""
     try:
-        cfg = load_config(config)  # a bad config fails here, before Prefect starts
+        cfg = _load_config(config)  # a bad config fails here, before Prefect starts
         from flows.features import features as features_flow
-        with _flow_api(cfg.home):
+        with _flow_api(cfg):
             summaries = features_flow(str(config) if config else None, domain)
     except UserError as exc:
         _fail(exc)
@@ -203,11 +210,11 @@ def features(config: ConfigOpt = None,
 
 def _run_pipeline(config: Path | None, overrides: dict) -> None:
     try:
-        cfg = load_config(config, **overrides)
+        cfg = _load_config(config, **overrides)
         if not cfg.targets or not cfg.auxiliary:
             raise ConfigError(f"config {config or '(defaults)'} needs auxiliary and targets categories")
         from flows.pipeline import pipeline
-        with _flow_api(cfg.home):
+        with _flow_api(cfg):
             report = pipeline(str(config) if config else None, overrides)
     except UserError as exc:
         _fail(exc)
@@ -453,7 +460,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only query (SELECT, 
     try:
         from warehouse.query import read_only_query
         from warehouse.store import Warehouse
-        cfg = load_config(config)
+        cfg = _load_config(config)
         if limit is None and not (as_csv and not sys.stdout.isatty()):
             limit = cfg.sql.max_rows
         with read_only_query(Warehouse(cfg.home), query, cfg.sql.memory_limit,
@@ -485,7 +492,7 @@ def doctor(config: ConfigOpt = None) -> None:
     says how to repair each damaged domain."""
     try:
         from warehouse.store import Warehouse
-        wh = Warehouse(load_config(config).home)
+        wh = Warehouse(_load_config(config).home)
         problems = wh.check_files(checksums=True)
         with wh.reader() as con:
             files, unhashed = con.execute("SELECT count(*), count(*) FILTER (WHERE sha256 IS NULL) "

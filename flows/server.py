@@ -1,12 +1,17 @@
-"""One Prefect API per ANT_HOME for the flow commands, never an orphan.
+"""One Prefect API per user for the flow commands of every home, never an orphan.
 
 With `PREFECT_API_URL` set, flows use that server and nothing here runs. Otherwise
-`prefect_api(home)` reuses the server that another command on the same home started, or
-starts one (`python -m flows.server`, its state in `ANT_HOME/prefect/`), and points this
-process at it. Every command using it holds a shared lock on `ANT_HOME/prefect/users.lock`
-for its lifetime; the kernel releases that lock however the command ends (SIGINT, SIGTERM,
-even `kill -9`). The server's watchdog stops the server within a second once it can take the
-lock exclusively, i.e. once no command uses it.
+`prefect_api(home)` reuses the server another command started, or starts one (`python -m
+flows.server`), and points this process at it. The server keeps its state beside Prefect's
+own, in `$PREFECT_HOME/ant-server/` (`~/.prefect/ant-server/`), so its database is migrated
+once per user, not once per home; each flow run is tagged `ant-home:<home>`, and task caches
+key on the warehouse's identity, so homes never share results.
+
+Every command using the server holds a shared lock on `ant-server/users.lock` for its
+lifetime; the kernel releases that lock however the command ends (SIGINT, SIGTERM, even
+`kill -9`). The server's watchdog stops the server once it has been able to take the lock
+exclusively, i.e. nobody has used it, for `idle_s` seconds (`orchestration.server_idle_s`:
+the next command then starts at once; 0 stops it with its last command).
 """
 from __future__ import annotations
 
@@ -36,8 +41,9 @@ class ServerError(UserError, RuntimeError):
     """The local Prefect API could not be started."""
 
 
-def _state(home: Path) -> Path:
-    folder = Path(home).resolve() / "prefect"
+def server_state() -> Path:
+    """The server's folder (database, log, locks, `server.json`), made if missing."""
+    folder = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve() / "ant-server"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -68,10 +74,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(state: Path) -> str:
+def _start(state: Path, idle_s: float) -> str:
     port = _free_port()
     log = open(state / "server.log", "ab")
-    process = subprocess.Popen([sys.executable, "-m", "flows.server", str(state), str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "flows.server", str(state), str(port), str(idle_s)],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
     url = f"http://127.0.0.1:{port}/api"
@@ -87,12 +93,14 @@ def _start(state: Path) -> str:
 
 
 @contextlib.contextmanager
-def prefect_api(home: str | Path) -> Iterator[str | None]:
-    """Inside: Prefect talks to this home's server (yields its URL; None when PREFECT_API_URL is set)."""
+def prefect_api(home: str | Path, idle_s: float = 0.0) -> Iterator[str | None]:
+    """Inside: Prefect talks to the user's server (yields its URL; None when PREFECT_API_URL is
+    set), and the flow runs started are tagged with `home`. `idle_s`: how long a server this
+    call starts stays up after its last user."""
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
-    state = _state(home)
+    state = server_state()
     users = open(state / "users.lock", "a")
     try:
         fcntl.flock(users, fcntl.LOCK_SH)  # held until this process ends
@@ -100,31 +108,36 @@ def prefect_api(home: str | Path) -> Iterator[str | None]:
             known = state / "server.json"
             url = json.loads(known.read_text())["url"] if known.exists() else None
             if url is None or not _healthy(url):
-                url = _start(state)
+                url = _start(state, idle_s)
+        from prefect import tags
         from prefect.settings import PREFECT_API_URL, temporary_settings
         os.environ["PREFECT_API_URL"] = url  # for worker processes too (a local Dask cluster)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url}), tags(f"ant-home:{Path(home).resolve()}"):
             yield url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        users.close()  # releases the shared lock; the server stops once no one holds it
+        users.close()  # releases the shared lock; the server stops once no one has held it for idle_s
 
 
-def _watch(state: Path, server) -> None:
-    """Stop `server` once no command holds the users lock."""
+def _watch(state: Path, server, idle_s: float) -> None:
+    """Stop `server` once no command has held the users lock for `idle_s` seconds."""
     users = open(state / "users.lock", "a")
+    idle_since = None
     while not server.should_exit:
         time.sleep(WATCH_INTERVAL_S)
         try:
             fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            idle_since = None  # in use
             continue
-        (state / "server.json").unlink(missing_ok=True)  # before anyone can take the lock again
-        server.should_exit = True
+        idle_since = idle_since or time.monotonic()
+        if time.monotonic() - idle_since >= idle_s:
+            (state / "server.json").unlink(missing_ok=True)  # before anyone can take the lock again
+            server.should_exit = True
         fcntl.flock(users, fcntl.LOCK_UN)
 
 
-def serve(state: Path, port: int) -> None:
+def serve(state: Path, port: int, idle_s: float) -> None:
     """The server process: Prefect's API app under uvicorn, stopped by the watchdog."""
     os.environ.update({"PREFECT_HOME": str(state), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
@@ -132,9 +145,9 @@ def serve(state: Path, port: int) -> None:
     from prefect.server.api.server import create_app
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="error",
                                            lifespan="on"))
-    threading.Thread(target=_watch, args=(state, server), daemon=True).start()
+    threading.Thread(target=_watch, args=(state, server, idle_s), daemon=True).start()
     server.run()
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), int(sys.argv[2]))
+    serve(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))

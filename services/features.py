@@ -15,19 +15,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ant_config import ImageEncoderConfig, TextEncoderConfig
 from ant_config.errors import UserError
-from encoders.image import ImageEncoder
-from encoders.price import PriceEncoder
-from encoders.text import TextEncoder
 from services.context import Context
 from warehouse import features as store
 from warehouse.images import fetch_images, image_path
+
+if TYPE_CHECKING:  # the encoders import torch or scikit-learn: only once something is encoded
+    from ant_config import ImageEncoderConfig, TextEncoderConfig
+    from encoders.image import ImageEncoder
+    from encoders.text import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,13 @@ class FeatureSummary:
 
 @functools.lru_cache(maxsize=2)
 def text_encoder(cfg: TextEncoderConfig, device: str) -> TextEncoder:
+    from encoders.text import TextEncoder
     return TextEncoder(cfg, device)
 
 
 @functools.lru_cache(maxsize=2)
 def image_encoder(cfg: ImageEncoderConfig, device: str) -> ImageEncoder:
+    from encoders.image import ImageEncoder
     return ImageEncoder(cfg, device)
 
 
@@ -153,6 +157,7 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
                 encode = lambda batch, idx, image=image: image.encode_items(  # noqa: E731
                     [[image_path(wh, h) for h in shas] for shas in _rows(batch.column("input"), idx)])[0]
             else:
+                from encoders.price import PriceEncoder
                 price = PriceEncoder(cfg.price).fit(store.prices(inputs))
                 encoder_id, dim = price.id, price.dim
                 encode = lambda batch, idx, price=price: price.encode(  # noqa: E731

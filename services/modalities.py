@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from ant_config import MODALITIES
+from ant_config.protocol import MODALITIES
 from services.context import Context
 from warehouse.store import WarehouseError
 from warehouse.training import ModalityCoverage, coverage

@@ -210,6 +210,19 @@ def pipeline_config(write_config, tmp_path, server):
     return write
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's Prefect API of the flow commands (one for every test, under this
+    session's PREFECT_HOME) instead of letting it wait `server_idle_s` for a next command."""
+    import json
+    import signal
+    known = Path(os.environ["PREFECT_HOME"]) / "ant-server" / "server.json"
+    if known.exists():
+        try:
+            os.kill(json.loads(known.read_text())["pid"], signal.SIGTERM)
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+
+
 @pytest.fixture(scope="session")
 def prefect():
     """A Prefect API for flow tests (one temporary server for the whole session)."""

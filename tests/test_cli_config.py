@@ -184,3 +184,20 @@ def test_the_real_data_config_loads_and_names_weights_every_machine_has():
     assert config.target_domains == ["Tools_text", "Office_text", "CDs_text"]
     assert config.features.modalities == ["text"]
     assert Path(resolve(config.features.text.model), "config.json").is_file()  # the offline MiniLM package
+
+
+def test_help_and_sql_load_only_what_they_need(home):
+    """`ant --help` builds no pydantic model and loads neither rich nor torch; `ant sql` loads
+    the config but no torch, pyarrow or Prefect (what keeps both under the 0.5 s of bench/cli.py)."""
+    probe = ("import sys, runpy; sys.argv = ['ant'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('flows.cli', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('ant_config.config', 'pydantic', 'rich', 'torch', 'pyarrow', 'prefect') "
+             "if m in sys.modules), file=sys.stderr)")
+    for args, loaded in ((["--help"], "[]"), (["sql", "SELECT count(*) FROM sequences"], "['ant_config.config', 'pydantic']")):
+        run = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                             cwd=Path(__file__).parent.parent, timeout=600, env={**os.environ, "ANT_HOME": str(home)})
+        assert ("Commands:" if args == ["--help"] else "453") in run.stdout, run.stderr
+        assert run.stderr.strip().splitlines()[-1] == loaded, run.stderr
+    from ant_config import AntConfig  # the package's names still resolve (on first use)
+    assert AntConfig().home

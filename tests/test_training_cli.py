@@ -56,19 +56,20 @@ def test_pretrain_then_adapt_every_method(prefect, trained_home):
     assert results["scratch"]["pretrained"] is None
 
 
-def test_adapt_cli_prints_one_json_line(trained_home):
+def test_adapt_cli_prints_one_json_line(trained_home, tmp_path):
     wh, path = trained_home
-    pre = ant("pretrain", "--config", str(path), "--epochs", "1")
+    own = {"PREFECT_HOME": str(tmp_path / "prefect-home")}  # to see that no server starts
+    pre = ant("pretrain", "--config", str(path), "--epochs", "1", env=own)
     assert pre.returncode == 0, pre.stderr[-2000:]
     version = json.loads(pre.stdout.strip().splitlines()[-1])["version"]
     out = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "relearn",
-              "--pretrained", version, "--epochs", "2", "--seed", "1")
+              "--pretrained", version, "--epochs", "2", "--seed", "1", env=own)
     assert out.returncode == 0, out.stderr[-2000:]
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(line) == {"method", "target", "version", "seed", "recall@10", "ndcg@10", "recall@50", "ndcg@50",
                          "best_epoch", "epochs_run", "stopped_by", "modalities"}
     assert line["method"] == "relearn"
-    assert not (wh.home / "prefect").exists()  # training commands start no Prefect server
+    assert not (tmp_path / "prefect-home" / "ant-server").exists()  # training commands start no Prefect server
     bad = ant("adapt", "--config", str(path), "--target", "Gift_Cards", "--method", "magic")
     assert bad.returncode == 2 and "relearn" in bad.stderr
     missing = ant("adapt", "--config", str(path), "--target", "Nowhere", "--method", "scratch")
