@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ant_config.errors import ConfigError, UserError
+from ant_config.errors import ConfigError
 from ant_config.releases import CATEGORIES, DEFAULT_BASE_URLS, check_categories, check_name, domain_name
 
 ENV_HOME = "ANT_HOME"

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from flows.ingest import ingest
-from tests.conftest import FIXTURES
 from tests.reference import reference_sequences, warehouse_sequences
 from ant_config.releases import UnknownCategory
 from warehouse.store import Warehouse

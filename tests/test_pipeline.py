@@ -4,12 +4,12 @@ each task run as Cached) and reports the same."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from PIL import Image
 
 from ant_config.protocol import METHODS
+from tests.conftest import CONVERGING_SASREC
 from tests.prefect_runs import task_runs
 
 
@@ -45,14 +45,12 @@ def test_pipeline_end_to_end_then_cached(prefect, pipeline_config, tmp_path):
     for r in results:  # every training result says how it ended
         assert r["stopped_by"] in (("patience", "cap") if METHODS[r["method"]].trains else (None,)), r
 
-    started = time.monotonic()
     second = pipeline(str(path), return_state=True)
     assert second.result() == report
     again = task_runs(second.state_details.flow_run_id)
     assert len(again) == len(ran)
     assert [r.name for r in again if r.state.name != "Cached"] == []  # no task ran again
     assert len(list((tmp_path / "home" / "artifacts" / "adapt").glob("*/*/*/result.json"))) == len(METHODS)
-    assert time.monotonic() - started < 120
 
 
 def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
@@ -60,7 +58,7 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
     from tests.test_cli_config import ant
     from warehouse import registry
     from warehouse.store import Warehouse
-    path = pipeline_config(seeds=[0, 1])
+    path = pipeline_config(seeds=[0, 1], sasrec=CONVERGING_SASREC)  # what is promoted is known
     report = pipeline(str(path))
     wh = Warehouse(tmp_path / "home")
     rows = registry.models(wh)
@@ -80,6 +78,7 @@ def test_registry_promotion_and_recommend(prefect, pipeline_config, tmp_path):
         assert {m for m, _ in best} == set(METHODS) and all(0 <= v <= 1 for _, v in best)
         assert con.execute("SELECT count(*) FROM metrics").fetchall()[0][0] == 2 * len(METHODS) * 8 + 2 * 4
     model, reason = registry.promoted(wh, "Gift_Cards")
+    assert model["method"] == "sasrec" and model["training"]["stopped_by"] == "patience"
     scratch = [r["valid"]["recall@10"] for r in rows if r["method"] == "scratch"]
     same = [r["valid"]["recall@10"] for r in rows if r["method"] == model["method"]]
     assert sum(same) / len(same) >= sum(scratch) / len(scratch)  # never below scratch

@@ -31,7 +31,8 @@ def trained_home(tmp_path, write_config):
                   "image": {"model": clip, "pretrained": None, "workers": 0},
                   "fetch": {"url_rewrite": {"https://": "http://127.0.0.1:9/"}, "retries": 0, "timeout_s": 1}},
         model={"width": 16, "ffn_width": 16, "n_experts": 2},
-        pretrain={"epochs": 2, "batch_size": 128}, adapt={"epochs": 3, "batch_size": 128})
+        pretrain={"epochs": 2, "batch_size": 128}, adapt={"epochs": 3, "batch_size": 128},
+        sasrec={"epochs": 3, "batch_size": 128, "width": 16, "ffn_width": 16})
     from ant_config import load_config
     config = load_config(path)
     for domain in ("Gift_Cards", "Magazine_Subscriptions"):
