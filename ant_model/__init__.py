@@ -3,3 +3,5 @@
 
 Read top-down: adaptors → items → sequence → model → losses → data → evaluate → train → strategies.
 """
+
+import ant_config  # noqa: E402,F401 - before any torch import: it sets OpenMP's wait policy

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ant_config  # noqa: F401 - before torch: it sets OpenMP's wait policy
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode

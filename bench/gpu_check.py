@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ant_config  # noqa: F401 - before torch: it sets OpenMP's wait policy
 import torch
 
 from ant_config import ModelConfig, TrainConfig

@@ -26,6 +26,7 @@ import resource
 import time
 
 import numpy as np
+import ant_config  # noqa: F401 - before torch: it sets OpenMP's wait policy
 import torch
 
 from ant_config import AntConfig, ModelConfig, TrainConfig

@@ -8,3 +8,5 @@ target) → `features` (incremental item features) → `report` (the transfer re
 `recommend` (top-k lists, one user or all). Each entry point calls the same functions, so a
 command run by hand and a task run by a flow do the same thing.
 """
+
+import ant_config  # noqa: E402,F401 - before any torch import: it sets OpenMP's wait policy

@@ -23,9 +23,12 @@ os.environ.update({
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_HOME": os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="ant-prefect-"),
 })
+_OWN_PREFECT_HOME = os.environ["PREFECT_HOME"].startswith(tempfile.gettempdir()) and \
+    Path(os.environ["PREFECT_HOME"]).name.startswith("ant-prefect-")  # made above: removed at the end
 for var in ("ANT_HOME", "ANT_AMAZON_2018_URL", "ANT_AMAZON_2023_URL", "PREFECT_API_URL"):
     os.environ.pop(var, None)
 
+import ant_config  # noqa: E402,F401 - before torch: it sets OpenMP's wait policy
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
@@ -220,15 +223,23 @@ def pipeline_config(write_config, tmp_path, server):
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the session's Prefect API of the flow commands (one for every test, under this
-    session's PREFECT_HOME) instead of letting it wait `server_idle_s` for a next command."""
+    session's PREFECT_HOME) instead of letting it wait `server_idle_s` for a next command, then
+    remove the PREFECT_HOME this file made."""
     import json
     import signal
+    import time
     known = Path(os.environ["PREFECT_HOME"]) / "ant-server" / "server.json"
     if known.exists():
         try:
-            os.kill(json.loads(known.read_text())["pid"], signal.SIGTERM)
+            pid = json.loads(known.read_text())["pid"]
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):  # its database must be closed before the folder goes
+                os.kill(pid, 0)
+                time.sleep(0.1)
         except (ProcessLookupError, ValueError, KeyError):
             pass
+    if _OWN_PREFECT_HOME:
+        shutil.rmtree(os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
