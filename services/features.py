@@ -70,12 +70,13 @@ def image_encoder(cfg: ImageEncoderConfig, device: str) -> ImageEncoder:
 
 
 def _update(ctx: Context, domain: str, modality: str, encoder_id: str, dim: int,
-            encode: Callable[[pa.RecordBatch, np.ndarray], np.ndarray], inputs: Path):
+            encode: Callable[[pa.RecordBatch, np.ndarray], np.ndarray], inputs: Path, damaged: dict[str, str]):
     """(new file or None when nothing changed, summary), streamed in `features.chunk_items`
-    chunks: stored vectors whose encoder and input hash still match are kept, `encode(batch,
-    rows)` gives the vectors of the batch's other rows that have an input."""
+    chunks: stored vectors whose encoder and input hash still match are kept (unless their file
+    is `damaged`), `encode(batch, rows)` gives the vectors of the batch's other rows that have
+    an input."""
     wh, started = ctx.warehouse, time.monotonic()
-    old = store.stored(wh, domain, modality)
+    old = store.stored(wh, domain, modality, damaged)
     total = pq.ParquetFile(inputs).metadata.num_rows
     if old is not None and store.reusable(wh, inputs, old, encoder_id) == (total, total):
         with_feature = pq.read_table(inputs, columns=["has"]).column("has").to_numpy(zero_copy_only=False).sum()
@@ -134,7 +135,7 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
     """Encode what changed in `domain` for every configured modality, then publish the new files
     of the domain together."""
     wh, cfg = ctx.warehouse, ctx.config.features
-    wh.heal_views(domain)
+    damaged = wh.heal_views(domain)
     files, rows, summaries = {}, {}, []
     if "image" in cfg.modalities:  # fetch first: the image inputs are the fetched files
         fetch_images(wh, store.image_urls(wh, domain), cfg.fetch)
@@ -163,7 +164,7 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
                 encode = lambda batch, idx, price=price: price.encode(  # noqa: E731
                     batch.column("input").to_numpy(zero_copy_only=False).astype(float)[idx])[0]
                 rows["price_encoders"] = store.price_encoder_row(domain, price.id, price.state())
-            path, summary = _update(ctx, domain, modality, encoder_id, dim, encode, inputs)
+            path, summary = _update(ctx, domain, modality, encoder_id, dim, encode, inputs, damaged)
         summaries.append(summary)
         if path is not None:
             files[f"{modality}_features"] = path

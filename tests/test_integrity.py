@@ -18,6 +18,14 @@ GIFT = FIXTURES / "amazon-2018" / "Gift_Cards_5.json.gz"
 GIFT_META = FIXTURES / "amazon-2018" / "meta_Gift_Cards.json.gz"
 
 
+def flip_a_bit(path, at: float) -> None:
+    """Flip the lowest bit of the byte `at` (a fraction) of the way into a file: inside a Parquet
+    file's data pages its footer and row count stay as they were."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def tables(wh: Warehouse):
     with wh.reader() as con:
         return (con.execute("SELECT * FROM parquet_files ORDER BY ALL").fetchall(),
@@ -231,9 +239,7 @@ def test_one_damaged_file_blocks_nothing_and_re_running_repairs_it(published, tm
         assert con.execute("SELECT count(*) FROM item_features WHERE domain = 'Gift_Cards' AND has_text").fetchone()[0] == 147
         features = published.home / con.execute("SELECT path FROM parquet_files WHERE domain = 'Gift_Cards' "
                                                 "AND table_name = 'text_features'").fetchone()[0]
-    data = bytearray(features.read_bytes())
-    data[len(data) // 2] ^= 0x01  # footer and rows intact: only the checksum shows it
-    features.write_bytes(bytes(data))
+    flip_a_bit(features, 0.5)  # footer and rows intact: only the checksum shows it
     [text] = featurize_domain(Context.of(config), "Gift_Cards")
     assert text.encoded == 147  # its vectors are not trusted as a cache, but encoded anew
     assert ant("doctor", env=env).returncode == 0
@@ -291,9 +297,7 @@ def test_doctor_finds_changed_bytes_the_footer_does_not_show_and_re_ingesting_re
         stored, rows = con.execute("SELECT path, rows FROM parquet_files "
                                    "WHERE domain = 'Gift_Cards' AND table_name = 'items'").fetchone()
     path = published.home / stored
-    data = bytearray(path.read_bytes())
-    data[len(data) // 4] ^= 0x01
-    path.write_bytes(bytes(data))
+    flip_a_bit(path, 0.25)
     assert file_problem(path, rows) is None  # what the footer check alone sees
     env = {"ANT_HOME": str(published.home)}
     doctor = ant("doctor", env=env)

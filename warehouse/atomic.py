@@ -272,9 +272,9 @@ def fingerprint(directory: Path, domain: str, features: list[FeatureFile]) -> st
 
 
 def _unchanged(wh: Warehouse, domain: str, fp: str, features: list[FeatureFile],
-               damaged: list[str]) -> AtomicSummary | None:
+               damaged: dict[str, str]) -> AtomicSummary | None:
     """The published import of `domain`, if it was made from the same files and none of its
-    published files is `damaged`."""
+    published files is `damaged` ({path: problem})."""
     if not wh.db_path.exists():
         return None
     with wh.reader() as con:
@@ -329,7 +329,7 @@ def import_atomic(wh: Warehouse, directory: Path, domain: str, features: list[Fe
     import does not bring are kept when their item ids are exactly the new ones, else dropped."""
     settings = settings or Ingest()
     directory = Path(directory)
-    damaged = [path for _, owner, path, _ in wh.heal_views(domain) if owner == domain]
+    damaged = wh.heal_views(domain)
     prefix = directory / _prefix(directory, domain)
     fp = fingerprint(directory, domain, features)
     if (done := _unchanged(wh, domain, fp, features, damaged)) is not None:

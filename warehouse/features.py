@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from warehouse.schema import FEATURE_TABLES
 from warehouse.sql import literal
-from warehouse.store import Warehouse, file_problem
+from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,16 @@ def prices(inputs: Path) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(float)
 
 
-def stored(wh: Warehouse, domain: str, modality: str) -> Path | None:
-    """The published feature file of a modality, or None (also when it is damaged: its vectors
-    are then encoded anew, which repairs it)."""
+def stored(wh: Warehouse, domain: str, modality: str, damaged: dict[str, str]) -> Path | None:
+    """The published feature file of a modality, or None, also when it is among `damaged`
+    (`Warehouse.heal_views(domain)`: {path: problem}): its vectors are then encoded anew, which
+    repairs it."""
     with wh.reader() as con:
-        row = con.execute("SELECT path, rows, sha256 FROM parquet_files WHERE table_name = ? AND domain = ?",
+        row = con.execute("SELECT path FROM parquet_files WHERE table_name = ? AND domain = ?",
                           [FEATURE_TABLES[modality], domain]).fetchone()
     if row is None:
         return None
-    if (problem := file_problem(path := wh.absolute(row[0]), row[1], row[2])) is not None:
+    if (problem := damaged.get(str(path := wh.absolute(row[0])))) is not None:
         log.warning("%s: %s; its %s vectors are encoded anew", path, problem, modality)
         return None
     return path

@@ -96,7 +96,7 @@ def ingest_domain(wh: Warehouse, release: str, category: str, reviews: DownloadR
                   meta: DownloadRecord, filtering: Filtering, settings: Ingest) -> DomainSummary:
     domain = domain_name(release, category)
     started = time.monotonic()
-    damaged = [path for _, owner, path, _ in wh.heal_views(domain) if owner == domain]
+    damaged = wh.heal_views(domain)
     fp = fingerprint(reviews, meta, filtering)
     published = published_state(wh, domain)
     if published is not None and published[0] == fp:

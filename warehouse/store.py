@@ -390,19 +390,20 @@ class Warehouse:
                 if (problem := file_problem(self.home / path, rows,
                                             sha256 if checksums in (True, owner) else None)) is not None]
 
-    def heal_views(self, domain: str | None = None) -> list[tuple[str, str, str, str]]:
-        """Re-create the views without the damaged files (`check_files`; `domain`'s files also
-        by checksum), so that a write stage of one domain never fails on another domain's
-        damage; the problems found (a stage that repairs its own domain reads them from here
+    def heal_views(self, domain: str) -> dict[str, str]:
+        """Re-create the views without the damaged files (`check_files`), so that a write stage
+        of `domain` never fails on another domain's damage; {path: problem} of `domain`'s own
+        damaged files, checked by checksum too (the stage repairs them, reading them from here
         rather than checking again)."""
         if not self.db_path.exists():
-            return []
-        if problems := self.check_files(checksums=domain or False):
+            return {}
+        problems = self.check_files(checksums=domain)
+        if problems:
             with self.writer() as con:
                 con.begin()
                 self._create_views(con)
                 con.commit()
-        return problems
+        return {path: problem for _, owner, path, problem in problems if owner == domain}
 
     def collect_garbage(self) -> int:
         """Delete Parquet files no table points at (left by crashes or replaced versions).
