@@ -109,9 +109,6 @@ class ImageFetchConfig(_Section):
 
     concurrency: int = Field(256, ge=1, description="requests in flight")
     per_host: int = Field(64, ge=1, description="requests in flight to one host")
-    pool_size: int = Field(
-        16, ge=1, description="connections per HTTP client; concurrency is spread over several clients, "
-                              "since httpx's pool costs CPU linear in its size per request (12 ms/image at 256)")
     timeout_s: float = Field(10.0, gt=0, description="connect / read timeout")
     deadline_s: float = Field(30.0, gt=0, description="total time for one image, redirects included")
     retries: int = Field(2, ge=0, description="per image, on timeouts, 429 and 5xx only")

@@ -4,6 +4,7 @@ image, Retry-After, a bounded byte budget, and a resume after kill -9 that re-fe
 No test sends a packet to a non-loopback address: those are refused before any connection."""
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import signal
@@ -180,6 +181,15 @@ def test_retry_after_is_honoured_and_the_budget_never_deadlocks(tmp_path, mirror
     assert time.monotonic() - started >= 1.0  # waited as asked
     assert all(f.sha256 for f in outcome.values()), outcome
     assert mirror.hits.count("/busy.jpg") == 2
+
+
+def test_an_encoded_body_is_refused_before_anything_inflates_it(tmp_path, mirror):
+    wh = Warehouse(tmp_path / "home")
+    bomb = gzip.compress(bytes(50 << 20))  # 50 MB of zeros in ~50 KB: under the byte cap as sent
+    mirror.routes["/gzip.jpg"] = (200, {"Content-Type": "image/jpeg", "Content-Encoding": "gzip"}, bomb)
+    got = fetch_images(wh, [AMAZON + "gzip.jpg"], config(mirror, max_bytes=1 << 20, inflight_bytes=1 << 20))
+    got = got[AMAZON + "gzip.jpg"]
+    assert got.sha256 is None and got.reason == "content encoding 'gzip' (asked for none)" and not got.transient
 
 
 FETCH_MANY = """

@@ -118,6 +118,21 @@ def upsert(con: duckdb.DuckDBPyConnection, table: str, row: Mapping) -> None:
                 f"VALUES ({', '.join('?' * len(names))})", list(row.values()))
 
 
+def upsert_many(con: duckdb.DuckDBPyConnection, table: str, rows: list[Mapping]) -> None:
+    """`upsert` of many rows (all with the same columns, no key twice) in one statement: row by
+    row, DuckDB spends about a millisecond per statement."""
+    if not rows:
+        return
+    import pyarrow as pa  # here, not at the top: `ant sql` imports this module and must start fast
+    batch = pa.Table.from_pylist(list(rows))
+    names = ", ".join(batch.column_names)
+    con.register("upsert_batch", batch)
+    try:
+        con.execute(f"INSERT OR REPLACE INTO {table} ({names}) SELECT {names} FROM upsert_batch")
+    finally:
+        con.unregister("upsert_batch")
+
+
 class Warehouse:
     """Paths under one `ANT_HOME` and the ways to open its database."""
 
