@@ -1,6 +1,6 @@
 # Two entry points, each sets itself up on a fresh machine:
 #   make run   - the end-to-end pipeline on the quickstart config (embedded DuckDB + Prefect)
-#   make test  - the test suite (offline)
+#   make test  - the test suite (offline), one worker per core (pytest-xdist)
 # and the main job's offline twin:
 #   make demo  - the whole pipeline on the bundled real fixtures, no network, a few minutes
 PYTHON ?= python3
@@ -24,4 +24,4 @@ demo: install
 	$(BIN)/ant demo
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal $(PYTEST_ARGS)

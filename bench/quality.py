@@ -126,13 +126,15 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
                for target in targets for method in methods for seed in seeds]
     adapted = time.monotonic()
     table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))
-    walls = {(t, m): np.mean([r["seconds"] for r in results if r["method"] == m and r["target"] == t])
+    walls = {(t, m): [np.mean([r.get(key) or np.nan for r in results if r["method"] == m and r["target"] == t])
+                      for key in ("seconds", "seconds_to_best")]
              for t in targets for m in methods if METHODS[m].trains}
     return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
             f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}, "
             f"{ant['seconds'] / max(ant['epochs_run'], 1):.1f} s/epoch), adapted to {', '.join(targets)}\n\n"
-            f"{table}\nMean training wall time per run: "
-            + "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m]:.0f}s" for m in methods if (t, m) in walls)
+            f"{table}\nMean training wall time per run (to its best epoch): "
+            + "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m][0]:.0f}s ({walls[t, m][1]:.0f}s)"
+                                           for m in methods if (t, m) in walls)
                         for t in targets)
             + f".\nStages: pre-training {pretrained - started:.0f}s, adaptation {adapted - pretrained:.0f}s "
               f"({len(results)} runs).\n")

@@ -224,7 +224,10 @@ def pipeline_config(write_config, tmp_path, server):
 def pytest_sessionfinish(session, exitstatus):
     """Stop the session's Prefect API of the flow commands (one for every test, under this
     session's PREFECT_HOME) instead of letting it wait `server_idle_s` for a next command, then
-    remove the PREFECT_HOME this file made."""
+    remove the PREFECT_HOME this file made. With pytest-xdist, the workers share both: only the
+    controller, which ends last, cleans up."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     import json
     import signal
     import time
