@@ -18,6 +18,9 @@ At paper scale, ANT itself with text, image and price features (512, 512, 64 wid
 times --steps steps of pre-training (in-batch InfoNCE) and of adaptation (a catalogue this
 large trains on sampled negatives; the full softmax would be chunked by train.max_logits) and
 prints s/step, steps per epoch, the s/epoch they imply, and peak RSS.
+
+Time to converge (seconds to the best validation epoch, and the test quality there, per method
+and seed) is a quality question, so `bench/quality.py` prints it beside the metrics.
 """
 from __future__ import annotations
 
