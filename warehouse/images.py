@@ -201,7 +201,7 @@ class Fetcher:
                 raise _Refused("unreachable", transient=True) from None
         raise _Refused(f"refused: more than {self.cfg.max_redirects} redirects")
 
-    async def _fetch_one(self, client, url: str, decode: Executor, budget: _Budget,
+    async def _fetch_one(self, session: aiohttp.ClientSession, url: str, decode: Executor, budget: _Budget,
                          hosts: dict[str, asyncio.Semaphore]) -> ImageFetch:
         target, trusted = _rewrite(url, self.cfg.url_rewrite)
         host = urlsplit(target).netloc.lower()
@@ -212,7 +212,7 @@ class Fetcher:
             async with gate:
                 try:
                     async with asyncio.timeout(self.cfg.deadline_s):  # from the first byte sent, not the wait for a slot
-                        data, held = await self._download(client, target, trusted, budget)
+                        data, held = await self._download(session, target, trusted, budget)
                 except TimeoutError:
                     return ImageFetch(url, None, None, f"exceeded the deadline of {self.cfg.deadline_s}s", False)
                 except _Refused as refused:
