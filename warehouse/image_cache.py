@@ -35,9 +35,8 @@ def store(cache: Path, data: bytes) -> str:
 
 
 def check_image(data: bytes, max_pixels: int) -> str | None:
-    """Why `data` is not a usable image, or None. The whole file is
-    decoded; a JPEG at 1/8 scale, which still reads every byte of it (a truncated or corrupt
-    one fails) at half the cost."""
+    """Why `data` is not a usable image, or None. The whole file is decoded; a JPEG at 1/8
+    scale, which still reads every byte of it (a truncated or corrupt one fails) at half the cost."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size

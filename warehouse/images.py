@@ -38,7 +38,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -295,7 +295,8 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _retry_after(headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a 429/503 asks us to wait (Retry-After: seconds or an HTTP date), or None."""
     value = headers.get("retry-after")
     if not value:
         return None
