@@ -223,6 +223,10 @@ class TrainConfig(_Section):
     min_patience_steps: int = Field(
         100, ge=0, description="patience covers at least this many optimizer steps: on a small target an epoch "
                                "is one step, and 10 noisy steps are no evidence of convergence")
+    checkpoint_every_s: float = Field(
+        60.0, ge=0, description="seconds of training between checkpoints (the best and the last epoch's); a run "
+                                "always writes both when it ends, and a crash loses at most this much. 0: every "
+                                "epoch (on a small target an epoch is one step, and writing it cost 14% of the run)")
     eval_batch_size: int = Field(1024, ge=1, description="users ranked at once (fewer when max_logits says so)")
     valid_users: int | None = Field(
         None, ge=1, description="validate on this many users (a fixed sample) instead of all; test is always all")

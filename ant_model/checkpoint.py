@@ -36,10 +36,12 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save(folder: Path, model: ANT, meta: dict, optimizer: torch.optim.Optimizer | None = None) -> None:
+def save(folder: Path, model: ANT, meta: dict, optimizer: torch.optim.Optimizer | None = None,
+         state: dict[str, torch.Tensor] | None = None) -> None:
+    """`model`'s weights (or `state`, weights of the same architecture, e.g. an earlier epoch's),
+    its architecture and `meta`; with `optimizer`, its tensors too (for resuming)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in model.state_dict().items()}
-    _atomic_save(state, folder / MODEL_FILE)
+    _atomic_save(model.state_dict() if state is None else state, folder / MODEL_FILE)
     if optimizer is not None:
         _atomic_save(_flatten_optimizer(optimizer), folder / OPTIM_FILE)
     payload = {"model": model.cfg.model_dump(), **meta}  # meta: feature_dims, n_items, progress

@@ -53,7 +53,23 @@ class SequenceEncoder(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """items [B, T, d], padding [B, T] (True = pad) → states [B, T, d]."""
+        """items [B, T, d], padding [B, T] (True = pad, right-padded) → states [B, T, d]; what
+        lies past a row's end is no state (zeros, or the output at a padding position).
+
+        Rows are encoded in buckets of similar length (lengths in (2^(k-1), 2^k]), each trimmed
+        to its own longest, so that no row computes over another's padding. This changes no
+        real position's state: the attention is causal and the padding is on the right. On the
+        real fixtures a batch padded to its longest row is 85-90% padding."""
+        lengths = (~padding).sum(dim=1).clamp(min=1)  # an empty history is encoded as one pad, as before
+        buckets = torch.ceil(torch.log2(lengths.float())).long()
+        states = items.new_zeros(items.shape)
+        for bucket in torch.unique(buckets).tolist():
+            rows = torch.nonzero(buckets == bucket).squeeze(1)
+            length = int(lengths[rows].max())
+            states[rows, :length] = self._encode(items[rows, :length], padding[rows, :length])
+        return states
+
+    def _encode(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         length = items.shape[1]
         positions = self.position(torch.arange(length, device=items.device))
         x = self.dropout(self.norm(items + positions))

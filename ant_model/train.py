@@ -168,6 +168,7 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         trained = torch.compile(trained, dynamic=True)  # batch shapes vary with the packing
 
     started, examples, stopped_by = time.monotonic(), 0, "cap"
+    saved, saved_best = started, best_epoch  # the last checkpoint's time, and the best epoch it wrote
     before = history[-1].get("seconds") or 0.0 if history else 0.0  # training time before a resume
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -192,7 +193,7 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"{data.name}: the training loss became {loss.item()} at epoch {epoch}, step {steps}; "
-                    f"the run stopped and its last good checkpoint (epoch {epoch - 1}) is kept. Check the "
+                    f"the run stopped and its last checkpoint is kept. Check the "
                     f"features (and a pre-trained parent's weights), or lower the learning rate")
             total, steps, examples = total + loss.item(), steps + 1, examples + int((targets != 0).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}",
@@ -208,17 +209,21 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         if improved:
             best_epoch, best_valid = epoch, metrics
             best_state = copy.deepcopy(model.state_dict())
+        patience = max(cfg.patience, -(-cfg.min_patience_steps // max(steps, 1)))  # epochs, at least that many steps
+        converged = epoch - best_epoch >= patience
+        ending = converged or epoch == cfg.epochs - 1
         if rank == 0:
             log.info("%s epoch %d: loss %.4f, valid %s %.4f%s", data.name, epoch, total / max(steps, 1),
                      SELECT_ON, metrics[SELECT_ON], " (best)" if improved else "")
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and (ending or time.monotonic() - saved >= cfg.checkpoint_every_s):
                 meta = {"feature_dims": data.feature_dims, "n_items": data.n_items, "epoch": epoch,
                         "best_epoch": best_epoch, "best_valid": best_valid, "history": history}
-                if improved:
-                    checkpoint.save(checkpoint_dir / "best", model, meta)
+                if best_epoch > saved_best:  # "best" always holds the epoch "last" names as best
+                    checkpoint.save(checkpoint_dir / "best", model, meta, state=best_state)
+                    saved_best = best_epoch
                 checkpoint.save(last_dir, model, meta, optimizer)
-        patience = max(cfg.patience, -(-cfg.min_patience_steps // max(steps, 1)))  # epochs, at least that many steps
-        if epoch - best_epoch >= patience:
+                saved = time.monotonic()
+        if converged:
             stopped_by = "patience"
             break
     if stopped_by == "cap":

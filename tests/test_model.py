@@ -89,6 +89,20 @@ def test_states_are_causal_and_ignore_padding():
     assert torch.allclose(a, c[:, :4], atol=1e-5)         # padding changes nothing
 
 
+def test_a_batch_of_mixed_lengths_gives_each_row_the_states_it_has_alone():
+    """Rows are encoded in length buckets, each trimmed to its own longest: every row's states
+    are those it has on its own."""
+    model = ANT({"text": 4}, SMALL.model_copy(update={"modalities": ["text"]}), n_items=9).eval()
+    items = torch.randn(10, 16)
+    rows = [[1], [2, 3], [4, 5, 6], [1, 2, 3, 4, 5, 6, 7], [8, 9, 1, 2, 3]]
+    batch = torch.tensor([r + [0] * (7 - len(r)) for r in rows])
+    with torch.no_grad():
+        together = model.states(items, batch)
+        for i, r in enumerate(rows):
+            alone = model.states(items, torch.tensor([r]))[0]
+            assert torch.allclose(together[i, :len(r)], alone, atol=1e-5)
+
+
 def test_in_batch_infonce_masks_copies_of_the_positive():
     torch.manual_seed(0)
     users, table = torch.randn(4, 8), torch.randn(5, 8)
@@ -292,6 +306,17 @@ def test_training_resumes_from_the_last_checkpoint(bench, tmp_path):
                   cfg.model_copy(update={"epochs": 4}), "full", tmp_path / "run", progress=False)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.history[:2] == first.history
+
+
+def test_checkpoints_between_intervals_and_always_at_the_end(bench, tmp_path):
+    _, target = bench
+    cfg = QUICK.model_copy(update={"epochs": 4, "checkpoint_every_s": 1e9})  # only the end writes
+    model = ANT(target.feature_dims, SMALL, target.n_items)
+    result = fit(model, target, cfg, "full", tmp_path / "run", progress=False)
+    last, best = (checkpoint.read_meta(tmp_path / "run" / d) for d in ("last", "best"))
+    assert last["epoch"] == 3 and last["best_epoch"] == best["best_epoch"] == result.best_epoch
+    saved = checkpoint.load(tmp_path / "run" / "best")[0].state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())  # the best epoch's weights
 
 
 def test_merge_offsets_items_per_domain(bench):
