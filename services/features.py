@@ -135,6 +135,7 @@ def featurize_domain(ctx: Context, domain: str) -> list[FeatureSummary]:
     """Encode what changed in `domain` for every configured modality, then publish the new files
     of the domain together."""
     wh, cfg = ctx.warehouse, ctx.config.features
+    log.info("%s: encoding %s", domain, ", ".join(cfg.modalities))
     damaged = wh.heal_views(domain)
     files, rows, summaries = {}, {}, []
     if "image" in cfg.modalities:  # fetch first: the image inputs are the fetched files
