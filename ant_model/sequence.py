@@ -66,10 +66,12 @@ class SequenceEncoder(nn.Module):
         for bucket in torch.unique(buckets).tolist():
             rows = torch.nonzero(buckets == bucket).squeeze(1)
             length = int(lengths[rows].max())
-            states[rows, :length] = self._encode(items[rows, :length], padding[rows, :length])
+            states[rows, :length] = self.encode_padded(items[rows, :length], padding[rows, :length])
         return states
 
-    def _encode(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def encode_padded(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """`forward` in one pass over the whole padded batch, padding included (as RecBole's
+        SASRec computes it); same shapes, same states at every real position."""
         length = items.shape[1]
         positions = self.position(torch.arange(length, device=items.device))
         x = self.dropout(self.norm(items + positions))

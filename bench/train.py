@@ -85,7 +85,8 @@ def epoch_expanded(model, features, data, cfg, optimizer, device, rng):
     for inputs, targets, lengths in expanded_batches(data, cfg.batch_size, model.cfg.max_seq_len, rng):
         inputs, targets, lengths = inputs.to(device), targets.to(device), lengths.to(device)
         items = model.all_items(features, device)
-        states = model.states(items, inputs)[torch.arange(len(inputs), device=device), lengths - 1]
+        padded = model.sequence.encode_padded(items[inputs], inputs == 0)  # all L positions, as RecBole does
+        states = padded[torch.arange(len(inputs), device=device), lengths - 1]
         loss = full_softmax(states, targets, items, model.scores)
         optimizer.zero_grad()
         loss.backward()

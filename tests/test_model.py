@@ -101,6 +101,8 @@ def test_a_batch_of_mixed_lengths_gives_each_row_the_states_it_has_alone():
         for i, r in enumerate(rows):
             alone = model.states(items, torch.tensor([r]))[0]
             assert torch.allclose(together[i, :len(r)], alone, atol=1e-5)
+        padded = model.sequence.encode_padded(items[batch], batch == 0)  # one pass, padding included
+    assert torch.allclose(padded[batch != 0], together[batch != 0], atol=1e-5)
 
 
 def test_in_batch_infonce_masks_copies_of_the_positive():
