@@ -93,8 +93,10 @@ def first_task_s(home: Path, template: Path, env: dict, idle_s: float) -> float:
     for line in command.stderr:
         if seconds is None and "Gift_Cards: encoding" in line:
             seconds = time.monotonic() - started
-    if command.wait() or seconds is None:
+    if command.wait():
         sys.exit(f"ant features failed on {home}")
+    if seconds is None:
+        sys.exit(f"ant features on {home} logged no 'Gift_Cards: encoding' line: the start of its task cannot be timed")
     return seconds
 
 
