@@ -31,6 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ANT = [str(Path(sys.executable).parent / "ant")]
+TASK_START = "Gift_Cards: encoding"  # the features task's first log line (services/features.py)
 
 
 def prepare(home: Path) -> None:
@@ -81,7 +82,7 @@ def import_profile(args: list[str], env: dict, top: int = 8) -> list[tuple[float
 
 def first_task_s(home: Path, template: Path, env: dict, idle_s: float) -> float:
     """Seconds from launching `ant features` on a copy of `template` at `home` to its task's
-    first log line ("Gift_Cards: encoding price", the task body's first statement)."""
+    first log line (TASK_START, the task body's first statement)."""
     shutil.copytree(template, home)
     config = home / "config.yaml"
     config.write_text(yaml.safe_dump({"home": str(home), "features": {"modalities": ["price"]},
@@ -91,12 +92,12 @@ def first_task_s(home: Path, template: Path, env: dict, idle_s: float) -> float:
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = None
     for line in command.stderr:
-        if seconds is None and "Gift_Cards: encoding" in line:
+        if seconds is None and TASK_START in line:
             seconds = time.monotonic() - started
     if command.wait():
         sys.exit(f"ant features failed on {home}")
     if seconds is None:
-        sys.exit(f"ant features on {home} logged no 'Gift_Cards: encoding' line: the start of its task cannot be timed")
+        sys.exit(f"ant features on {home} logged no {TASK_START!r} line: the start of its task cannot be timed")
     return seconds
 
 
