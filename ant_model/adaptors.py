@@ -14,12 +14,25 @@ from torch import nn
 NOISE_FLOOR = 0.01  # the spec's "+ 0.01" under the softplus noise scale
 
 
+class UniformDropout(nn.Dropout):
+    """`nn.Dropout` (each element zeroed with probability p, the rest scaled by 1 / (1 - p)),
+    its mask drawn as `uniform >= p`. Each expert drops its own copy of every item's feature,
+    so a full-catalogue step draws experts × items × dim masks; on CPU `bernoulli_`, which
+    `nn.Dropout` uses, made that 45-55% of a step (CDs, 5,590 items: 280 ms of the adaptor's
+    forward and backward), and uniform draws cut the adaptor's time by ~30%."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return torch.where(torch.rand_like(x) >= self.p, x * (1 / (1 - self.p)), 0.0)
+
+
 class WhiteningExpert(nn.Module):
     """`W (dropout(x) - b)`: a learned centre, then a projection without bias."""
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float, init_std: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = UniformDropout(dropout)
         self.center = nn.Parameter(torch.zeros(in_dim))
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
         self.init_std = init_std
@@ -36,7 +49,7 @@ class WhiteningExpert(nn.Module):
 class LinearExpert(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, dropout: float, init_std: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = UniformDropout(dropout)
         self.proj = nn.Linear(in_dim, out_dim)
         self.init_std = init_std
         self.reset_parameters()

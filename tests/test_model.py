@@ -11,7 +11,7 @@ import torch
 
 from ant_config import AntConfig, ModelConfig, TrainConfig
 from ant_model import checkpoint
-from ant_model.adaptors import LinearExpert, MoEAdaptor, WhiteningExpert
+from ant_model.adaptors import LinearExpert, MoEAdaptor, UniformDropout, WhiteningExpert
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
@@ -45,6 +45,20 @@ def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
     mixed = moe.eval()(x)
     manual = sum(moe.gates(x)[:, k:k + 1] * moe.experts[k](x) for k in range(3))
     assert torch.allclose(mixed, manual, atol=1e-6)
+
+
+def test_adaptor_dropout_is_dropout():
+    """Each element zeroed with probability p and the rest scaled by 1 / (1 - p), independently
+    per element and per call; the identity in eval mode."""
+    torch.manual_seed(0)
+    drop, x = UniformDropout(0.2), torch.full((1000, 400), 3.0)
+    a, b = drop(x), drop(x)
+    assert set(a.unique().tolist()) == {0.0, 3.0 / 0.8}
+    assert abs((a == 0).float().mean().item() - 0.2) < 0.005  # 400,000 draws: std 0.0006
+    assert abs((a == 0).float().mean(dim=0).std().item() - math.sqrt(0.2 * 0.8 / 1000)) < 0.003
+    assert abs(((a == 0) & (b == 0)).float().mean().item() - 0.04) < 0.002  # independent calls
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(UniformDropout(0.0).train()(x), x)
 
 
 def test_whitening_expert_is_projection_of_centred_input():
