@@ -213,8 +213,9 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         converged = epoch - best_epoch >= patience
         ending = converged or epoch == cfg.epochs - 1
         if rank == 0:
-            log.info("%s epoch %d: loss %.4f, valid %s %.4f%s", data.name, epoch, total / max(steps, 1),
-                     SELECT_ON, metrics[SELECT_ON], " (best)" if improved else "")
+            log.info("%s epoch %d: loss %.4f, valid %s %.4f%s; %d steps, %.0f s so far", data.name, epoch,
+                     total / max(steps, 1), SELECT_ON, metrics[SELECT_ON], " (best)" if improved else "", steps,
+                     history[-1]["seconds"])
             if checkpoint_dir is not None and (ending or time.monotonic() - saved >= cfg.checkpoint_every_s):
                 meta = {"feature_dims": data.feature_dims, "n_items": data.n_items, "epoch": epoch,
                         "best_epoch": best_epoch, "best_valid": best_valid, "history": history}

@@ -168,7 +168,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. adapt.epochs=300 relearn.reset_norm=true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for progress in ("ant_model.train", "services.training"):  # one line per epoch and per run, on stderr
+        logging.getLogger(progress).setLevel(logging.INFO)
     experiments = [e for name in args.experiments for e in
                    (["Magazine->Gift", "Gift->Magazine"] if name == "fixtures" else [name])]
     if "real" in experiments and len(experiments) > 1:
