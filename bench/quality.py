@@ -40,7 +40,7 @@ from services.context import Context
 from services.features import featurize_domain
 from services.planning import adapt_plan, pretrain_plan
 from services.report import transfer_report, verdicts
-from services.training import run_adapt, run_pretrain
+from services.training import RESULT_FILE, run_adapt, run_pretrain
 from warehouse import registry
 from warehouse.atomic import HEADER, FeatureFile, import_atomic
 from warehouse.download import DownloadRecord
@@ -119,13 +119,17 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
     if name == "real":
         auxiliary, targets = ctx.config.auxiliary_domains, ctx.config.target_domains
     started = time.monotonic()
-    ant = run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "ant"))
+    plan = pretrain_plan(ctx, auxiliary, "ant")
+    pretrained_before = (plan.folder / RESULT_FILE).exists()  # a run found in the home is not timed again
+    ant = run_pretrain(ctx, plan)
     text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
         run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
     pretrained = time.monotonic()
     parents = {"ant": ant["version"], "text-only": text["version"]}
-    results = [run_adapt(ctx, adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent)))
-               for target in targets for method in methods for seed in seeds]
+    plans = [adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent))
+             for target in targets for method in methods for seed in seeds]
+    reused = sum((plan.folder / RESULT_FILE).exists() for plan in plans)
+    results = [run_adapt(ctx, plan) for plan in plans]
     adapted = time.monotonic()
     table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))
     walls = {(t, m): [np.mean([r.get(key) or np.nan for r in results if r["method"] == m and r["target"] == t])
@@ -138,8 +142,8 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
             + "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m][0]:.0f}s ({walls[t, m][1]:.0f}s)"
                                            for m in methods if (t, m) in walls)
                         for t in targets)
-            + f".\nStages: pre-training {pretrained - started:.0f}s, adaptation {adapted - pretrained:.0f}s "
-              f"({len(results)} runs).\n")
+            + f".\nStages: pre-training {pretrained - started:.0f}s{' (found in the home)' if pretrained_before else ''}, "
+              f"adaptation {adapted - pretrained:.0f}s ({len(results)} runs, {reused} of them found in the home).\n")
 
 
 def settings(pairs: list[str]) -> dict:
