@@ -135,14 +135,14 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
     walls = {(t, m): [np.mean([r.get(key) or np.nan for r in results if r["method"] == m and r["target"] == t])
                       for key in ("seconds", "seconds_to_best")]
              for t in targets for m in methods if METHODS[m].trains}
+    per_run = "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m][0]:.0f}s ({walls[t, m][1]:.0f}s)"
+                                            for m in methods if (t, m) in walls)
+                        for t in targets if any((t, m) in walls for m in methods))
     return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
             f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}, "
             f"{ant['seconds'] / max(ant['epochs_run'], 1):.1f} s/epoch), adapted to {', '.join(targets)}\n\n"
-            f"{table}\nMean training wall time per run (to its best epoch): "
-            + "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m][0]:.0f}s ({walls[t, m][1]:.0f}s)"
-                                           for m in methods if (t, m) in walls)
-                        for t in targets)
-            + f".\nStages: pre-training {pretrained - started:.0f}s{' (found in the home)' if pretrained_before else ''}, "
+            f"{table}\n" + (f"Mean training wall time per run (to its best epoch): {per_run}.\n" if per_run else "")
+            + f"Stages: pre-training {pretrained - started:.0f}s{' (found in the home)' if pretrained_before else ''}, "
               f"adaptation {adapted - pretrained:.0f}s ({len(results)} runs, {reused} of them found in the home).\n")
 
 
