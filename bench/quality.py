@@ -40,7 +40,7 @@ from services.context import Context
 from services.features import featurize_domain
 from services.planning import adapt_plan, pretrain_plan
 from services.report import transfer_report, verdicts
-from services.training import RESULT_FILE, run_adapt, run_pretrain
+from services.training import finished, run_adapt, run_pretrain
 from warehouse import registry
 from warehouse.atomic import HEADER, FeatureFile, import_atomic
 from warehouse.download import DownloadRecord
@@ -120,7 +120,7 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
         auxiliary, targets = ctx.config.auxiliary_domains, ctx.config.target_domains
     started = time.monotonic()
     plan = pretrain_plan(ctx, auxiliary, "ant")
-    pretrained_before = (plan.folder / RESULT_FILE).exists()  # a run found in the home is not timed again
+    pretrained_before = finished(plan) is not None  # reused runs take ~0 s: say so beside the stage times
     ant = run_pretrain(ctx, plan)
     text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
         run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
@@ -128,7 +128,7 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
     parents = {"ant": ant["version"], "text-only": text["version"]}
     plans = [adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent))
              for target in targets for method in methods for seed in seeds]
-    reused = sum((plan.folder / RESULT_FILE).exists() for plan in plans)
+    reused = sum(finished(plan) is not None for plan in plans)
     results = [run_adapt(ctx, plan) for plan in plans]
     adapted = time.monotonic()
     table = transfer_report(ctx, results, registry.promotions(ctx.warehouse), verdicts(ctx, results))

@@ -49,14 +49,19 @@ def domain_data(ctx: Context, domain: str, dims: dict[str, int]) -> DomainData:
                       arrays["valid"], arrays["test"])
 
 
+def finished(plan: Plan) -> dict | None:
+    """The result of `plan` if a run has trained it in this home, else None."""
+    done = plan.folder / RESULT_FILE
+    return json.loads(done.read_text()) if done.exists() else None
+
+
 @contextlib.contextmanager
 def _exclusive(plan: Plan, lock: bool = True) -> Iterator[dict | None]:
     """Hold the version's lock (unless `lock` is false: the other nodes of a multi-node run take
     part in node 0's run); yields its finished result, if an earlier run wrote one."""
     plan.folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(plan.folder / ".lock")) if lock else contextlib.nullcontext():
-        done = plan.folder / RESULT_FILE
-        yield json.loads(done.read_text()) if done.exists() else None
+        yield finished(plan)
 
 
 def _finish(ctx: Context, plan: Plan, result: dict, **registered) -> dict:
@@ -97,10 +102,10 @@ def _torchrun_pretrain(ctx: Context, plan: Plan, processes: int) -> dict:
 
 def run_pretrain(ctx: Context, plan: Plan) -> dict:
     """Train (or find trained) the pre-training `plan`, registered; its result."""
-    with _exclusive(plan, lock=ctx.config.orchestration.node_rank == 0) as finished:
-        if finished is not None:
+    with _exclusive(plan, lock=ctx.config.orchestration.node_rank == 0) as done:
+        if done is not None:
             log.info("pre-trained model %s exists: nothing to train", plan.version)
-            return finished
+            return done
         orchestration = ctx.config.orchestration
         distributed = orchestration.pretrain_processes > 1 or orchestration.pretrain_nodes > 1
         fit = _torchrun_pretrain(ctx, plan, orchestration.pretrain_processes) if distributed \
@@ -112,9 +117,9 @@ def run_pretrain(ctx: Context, plan: Plan) -> dict:
 
 def run_adapt(ctx: Context, plan: Plan) -> dict:
     """Train (or find trained) one method on one target, evaluate it on the test split, register it."""
-    with _exclusive(plan) as finished:
-        if finished is not None:
-            return finished
+    with _exclusive(plan) as done:
+        if done is not None:
+            return done
         target = plan.domains[0]
         data = domain_data(ctx, target, plan.dims)
         if plan.model is None:  # a sanity baseline: no parameters to train
