@@ -223,6 +223,12 @@ class TrainConfig(_Section):
     min_patience_steps: int = Field(
         100, ge=0, description="patience covers at least this many optimizer steps: on a small target an epoch "
                                "is one step, and 10 noisy steps are no evidence of convergence")
+    patience_floor: Literal["popularity", "none"] = Field(
+        "popularity", description="patience counts only once validation R@10 beats this baseline's on the same "
+                                  "users: a run still on its initial plateau has not converged (CDs_text scratch, "
+                                  "seed 1, stopped at epoch 12 at most-popular's level, test R@10 0.0114; left to "
+                                  "train it left the plateau at epoch 13 and reached 0.0702). A run that never "
+                                  "beats it ends at the cap, which says so. none: RecBole's rule")
     checkpoint_every_s: float = Field(
         60.0, ge=0, description="seconds of training between checkpoints (the best and the last epoch's); a run "
                                 "always writes both when it ends, and a crash loses at most this much. 0: every "

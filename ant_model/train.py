@@ -3,8 +3,9 @@
 Each user's sequence is trained once per epoch with the loss at every position (the causal
 mask makes this the objective of training on every prefix); a batch holds about `batch_size`
 target positions, padded to its own longest sequence, and item vectors are computed once per
-step. Model selection keeps the last epoch with the best validation Recall@10 (with patience);
-a run that ends at its epoch cap instead says so, since it has not converged. Training resumes
+step. Model selection keeps the last epoch with the best validation Recall@10 (with patience,
+counted once validation beats most-popular's, since a run on its initial plateau has not
+converged); a run that ends at its epoch cap instead says so, since it has not converged. Training resumes
 from the last checkpoint after a crash. Runs under `torchrun` with DistributedDataParallel
 unchanged.
 """
@@ -29,6 +30,7 @@ from ant_config import TrainConfig
 from ant_config.errors import UserError
 from ant_config.protocol import SELECT_ON
 from ant_model import checkpoint
+from ant_model.baselines import popularity_scorer
 from ant_model.data import DomainData, training_batches
 from ant_model.device import autocast, pick_device
 from ant_model.evaluate import rank_targets
@@ -42,20 +44,21 @@ class FitResult:
     best_epoch: int
     best_valid: dict[str, float]
     epochs_run: int
-    stopped_by: str  # "patience": converged; "cap": still improving when the epochs ran out
+    stopped_by: str  # "patience": converged; "cap": still improving (or never above the floor) when the epochs ran out
     seconds: float
     targets_per_s: float
     history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, seconds so far
     # True on the CPU (same seed, same weights, same metrics) and on CUDA with
     # `deterministic: true`; CUDA kernels are otherwise free to reorder their sums
     deterministic: bool = True
+    pop_valid: float | None = None  # most-popular's validation R@10, the patience floor; None: no floor
 
     def summary(self) -> dict:
         """What every training result reports (JSON line, registry, report)."""
         to_best = next((h["seconds"] for h in self.history if h["epoch"] == self.best_epoch), None)
         return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "stopped_by": self.stopped_by,
                 "seconds": round(self.seconds, 1), "seconds_to_best": to_best and round(to_best, 1),
-                "deterministic": self.deterministic}
+                "deterministic": self.deterministic, "pop_valid": self.pop_valid}
 
 
 def seed_everything(cfg: TrainConfig) -> None:
@@ -141,6 +144,12 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         chosen = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
         valid = [valid[i] for i in np.sort(chosen)]
     eval_batch = min(cfg.eval_batch_size, max(1, cfg.max_logits // (data.n_items + 1)))
+    floor = None
+    if cfg.patience_floor == "popularity":
+        floor = rank_targets(popularity_scorer(data.train, data.n_items), valid, eval_batch, model.cfg.max_seq_len,
+                             device).metrics()[SELECT_ON]
+        log.info("%s: most-popular's validation %s is %.4f; patience counts once validation beats it",
+                 data.name, SELECT_ON, floor)
 
     start, best_epoch, best_valid, history = 0, -1, {SELECT_ON: -1.0}, []
     initial = copy.deepcopy(model.state_dict())
@@ -210,7 +219,8 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
             best_epoch, best_valid = epoch, metrics
             best_state = copy.deepcopy(model.state_dict())
         patience = max(cfg.patience, -(-cfg.min_patience_steps // max(steps, 1)))  # epochs, at least that many steps
-        converged = epoch - best_epoch >= patience
+        learning = floor is None or best_valid[SELECT_ON] > floor  # off the initial plateau
+        converged = learning and epoch - best_epoch >= patience
         ending = converged or epoch == cfg.epochs - 1
         if rank == 0:
             log.info("%s epoch %d: loss %.4f, valid %s %.4f%s; %d steps, %.0f s so far", data.name, epoch,
@@ -227,11 +237,15 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
         if converged:
             stopped_by = "patience"
             break
-    if stopped_by == "cap":
+    if floor is not None and best_valid[SELECT_ON] <= floor:
+        log.warning("%s: validation %s never beat most-popular's (%.4f <= %.4f) in %d epochs: the model learned "
+                    "nothing usable. Check the features, or raise the learning rate or the epochs.",
+                    data.name, SELECT_ON, best_valid[SELECT_ON], floor, len(history))
+    elif stopped_by == "cap":
         log.warning("%s: stopped at the cap of %d epochs before patience ended it (best epoch %d by validation "
                     "%s): not converged. Raise the epochs (pretrain.epochs / adapt.epochs, or --epochs), or the "
                     "learning rate.", data.name, cfg.epochs, best_epoch, SELECT_ON)
     model.load_state_dict(best_state)
     seconds = time.monotonic() - started
     return FitResult(best_epoch, best_valid, len(history), stopped_by, seconds,
-                     examples / max(seconds, 1e-9), history, device.type == "cpu" or cfg.deterministic)
+                     examples / max(seconds, 1e-9), history, device.type == "cpu" or cfg.deterministic, floor)

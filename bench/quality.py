@@ -119,13 +119,15 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
     if name == "real":
         auxiliary, targets = ctx.config.auxiliary_domains, ctx.config.target_domains
     started = time.monotonic()
-    plan = pretrain_plan(ctx, auxiliary, "ant")
-    pretrained_before = finished(plan) is not None  # reused runs take ~0 s: say so beside the stage times
-    ant = run_pretrain(ctx, plan)
-    text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
-        run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
+    ant, parents, pretrained_before = None, {}, False
+    if any(METHODS[m].parent for m in methods):  # scratch, sasrec, pop and random need no pre-training
+        plan = pretrain_plan(ctx, auxiliary, "ant")
+        pretrained_before = finished(plan) is not None  # reused runs take ~0 s: say so beside the stage times
+        ant = run_pretrain(ctx, plan)
+        text = ant if ant["modalities"] == ["text"] or "unisrec" not in methods else \
+            run_pretrain(ctx, pretrain_plan(ctx, auxiliary, "text-only"))
+        parents = {"ant": ant["version"], "text-only": text["version"]}
     pretrained = time.monotonic()
-    parents = {"ant": ant["version"], "text-only": text["version"]}
     plans = [adapt_plan(ctx, target, method, seed, parents.get(METHODS[method].parent))
              for target in targets for method in methods for seed in seeds]
     reused = sum(finished(plan) is not None for plan in plans)
@@ -138,12 +140,15 @@ def experiment(ctx: Context, name: str, seeds: list[int], methods: list[str]) ->
     per_run = "; ".join(f"{t} " + ", ".join(f"{m} {walls[t, m][0]:.0f}s ({walls[t, m][1]:.0f}s)"
                                             for m in methods if (t, m) in walls)
                         for t in targets if any((t, m) in walls for m in methods))
-    return (f"# {name}: pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch "
-            f"{ant['best_epoch']} of {ant['epochs_run']}, stopped by {ant['stopped_by']}, "
-            f"{ant['seconds'] / max(ant['epochs_run'], 1):.1f} s/epoch), adapted to {', '.join(targets)}\n\n"
+    source = (f"pre-trained on {', '.join(auxiliary)} ({', '.join(ant['modalities'])}; best epoch {ant['best_epoch']} "
+              f"of {ant['epochs_run']}, stopped by {ant['stopped_by']}, "
+              f"{ant['seconds'] / max(ant['epochs_run'], 1):.1f} s/epoch), adapted to" if ant else
+              "no pre-training (none of these methods starts from one), trained on")
+    return (f"# {name}: {source} {', '.join(targets)}\n\n"
             f"{table}\n" + (f"Mean training wall time per run (to its best epoch): {per_run}.\n" if per_run else "")
-            + f"Stages: pre-training {pretrained - started:.0f}s{' (found in the home)' if pretrained_before else ''}, "
-              f"adaptation {adapted - pretrained:.0f}s ({len(results)} runs, {reused} of them found in the home).\n")
+            + (f"Stages: pre-training {pretrained - started:.0f}s{' (found in the home)' if pretrained_before else ''}, "
+               if ant else "Stages: ")
+            + f"adaptation {adapted - pretrained:.0f}s ({len(results)} runs, {reused} of them found in the home).\n")
 
 
 def settings(pairs: list[str]) -> dict:

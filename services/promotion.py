@@ -31,12 +31,14 @@ def by_method(results: list[dict]) -> dict[str, list[dict]]:
 
 
 def below_pop(results: list[dict]) -> set[str]:
-    """Trained methods whose mean validation Recall@10 does not beat `pop`'s."""
+    """Trained methods whose mean validation Recall@10 does not beat `pop`'s, or with a run that
+    did not beat most-popular on its own validation users (`pop_valid`, recorded by training
+    with a patience floor), whether or not `pop` itself is among the results."""
     grouped = by_method(results)
-    if "pop" not in grouped:
-        return set()
-    floor = mean_valid(grouped["pop"])
-    return {m for m, runs in grouped.items() if METHODS[m].trains and mean_valid(runs) <= floor}
+    floor = mean_valid(grouped["pop"]) if "pop" in grouped else float("-inf")
+    return {m for m, runs in grouped.items() if METHODS[m].trains and (
+        mean_valid(runs) <= floor or any(r.get("pop_valid") is not None and r["valid"][SELECT_ON] <= r["pop_valid"]
+                                         for r in runs))}
 
 
 def choose(results: list[dict]) -> tuple[str | None, str]:

@@ -109,17 +109,20 @@ def transfer_report(ctx: Context, results: list[dict], promotions: dict[str, tup
             lines.append(f"| {name} | {' | '.join(_mean_std(runs, m) for m in METRICS)} | {_training_cell(runs)} |")
         lines.append("")
         if weak:
-            lines.append(f"† not better than `pop` on validation {SHORT[SELECT_ON]}: never promoted.")
+            lines.append(f"† not better than `pop` on validation {SHORT[SELECT_ON]} (on average, or in one run): "
+                         f"never promoted.")
         capped = sorted(m for m, runs in methods.items() if any(r["stopped_by"] == "cap" for r in runs))
         if capped:
-            lines.append(f"**Not converged**: {', '.join(capped)} stopped at the epoch cap while validation was still "
-                         f"improving; raise `adapt.epochs` (or `sasrec.epochs`).")
+            lines.append(f"**Not converged**: {', '.join(capped)} stopped at the epoch cap before patience ended "
+                         f"them; raise `adapt.epochs` (or `sasrec.epochs`).")
         if judged.get(target):
             lines += ["", f"Transfer: Δ {SHORT[SELECT_ON]} against scratch, paired bootstrap 95% CI over users × seeds.",
                       "", f"| method | Δ {SHORT[SELECT_ON]} [95% CI] | transfer |", "|---|---:|---|"]
             for method, v in judged[target].items():
                 label = "**negative**" if v.label == "negative" else v.label
                 lines.append(f"| {method} | {v.delta:+.3f} [{v.low:+.3f}, {v.high:+.3f}] | {label} |")
+            if "scratch" in weak:
+                lines += ["", "scratch is †: a Δ against a baseline that learned nothing is no evidence of transfer."]
         if target in promotions:
             version, reason = promotions[target]
             lines += ["", f"Promoted `{version}`: {reason}."]

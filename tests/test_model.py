@@ -389,12 +389,38 @@ def test_patience_spans_at_least_min_patience_steps(bench, monkeypatch):
         monkeypatch.setattr(train, "rank_targets", lambda *a, **k: Evaluation(
             np.array([0 if next(epochs) < 25 else 20]), np.array([0])))
         cfg = QUICK.model_copy(update={"epochs": 40, "batch_size": 100_000, "patience": 2,
-                                       "min_patience_steps": min_patience_steps})
+                                       "min_patience_steps": min_patience_steps, "patience_floor": "none"})
         return fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", progress=False)
     stopped, waited = run(0), run(12)
     best = 0  # validation is flat for 25 epochs: ties do not reset patience
     assert (stopped.best_epoch, stopped.epochs_run, stopped.stopped_by) == (best, best + 3, "patience")
     assert (waited.best_epoch, waited.epochs_run, waited.stopped_by) == (best, best + 13, "patience")
+
+
+def test_patience_counts_only_once_validation_beats_most_popular(bench, monkeypatch, caplog):
+    """A run on its initial plateau, at most-popular's level, is not converged: CDs_text scratch
+    seed 1 stopped there by patience at epoch 12 (test R@10 0.0114) and left it at epoch 13 when
+    allowed to (0.0702). A run that never beats most-popular ends at the cap and says why."""
+    import ant_model.train as train
+    _, target = bench
+    def run(floor: str, flat_epochs: int):
+        # two validation users; the floor's ranking (called first) hits one of them: R@10 0.5.
+        # The model's epochs hit the same one for `flat_epochs`, then both: 1.0
+        recalls = iter([0.5] * (floor == "popularity") + [0.5] * flat_epochs + [1.0] * 100)
+        monkeypatch.setattr(train, "rank_targets", lambda *a, **k: Evaluation(
+            np.array([0, 0 if next(recalls) == 1.0 else 20]), np.array([0, 0])))
+        cfg = QUICK.model_copy(update={"epochs": 30, "batch_size": 100_000, "patience": 2, "min_patience_steps": 0,
+                                       "patience_floor": floor})
+        return fit(ANT(target.feature_dims, SMALL, target.n_items), target, cfg, "full", progress=False)
+    plateau = run("none", 15)  # RecBole's rule: three flat epochs end the run
+    assert (plateau.best_epoch, plateau.epochs_run, plateau.stopped_by) == (0, 3, "patience")
+    left = run("popularity", 15)  # epochs 0..14 flat at the floor; epoch 15 rises
+    assert (left.best_epoch, left.epochs_run, left.stopped_by) == (15, 18, "patience")
+    assert left.summary()["pop_valid"] == 0.5 and plateau.summary()["pop_valid"] is None
+    with caplog.at_level("WARNING", logger="ant_model.train"):
+        never = run("popularity", 100)
+    assert (never.best_epoch, never.epochs_run, never.stopped_by) == (0, 30, "cap")
+    assert "never beat most-popular's (0.5000 <= 0.5000) in 30 epochs" in caplog.text
 
 
 def test_one_version_trains_to_the_same_model_whatever_ran_before(bench, tmp_path):

@@ -76,3 +76,19 @@ def test_report_flags_weak_and_unconverged_methods_and_draws_both_charts(ctx, tm
     for draw, name in ((lambda p: metrics_chart(runs, p), "metrics.png"), (lambda p: delta_chart(judged, p), "delta.png")):
         with Image.open(draw(tmp_path / name)) as image:
             assert image.size[0] >= 800
+
+
+def test_a_run_below_its_own_most_popular_floor_is_flagged_without_pop_in_the_results(ctx):
+    """CDs_text scratch seed 1 once stopped on its initial plateau, and the report called
+    relearn's Δ against it "positive" because `pop` was not in the same results. Training now
+    records most-popular's validation R@10 (`pop_valid`); one run at or below it marks the method."""
+    failed = {**result("scratch", 0.012, seed=1), "pop_valid": 0.012}
+    runs = [with_ranks(ctx, {**result("scratch", 0.05), "pop_valid": 0.012}, np.zeros(50, bool)),
+            with_ranks(ctx, failed, np.zeros(50, bool)),
+            with_ranks(ctx, {**result("relearn", 0.05), "pop_valid": 0.012}, np.ones(50, bool)),
+            with_ranks(ctx, {**result("relearn", 0.05, seed=1), "pop_valid": 0.012}, np.ones(50, bool))]
+    version, reason = choose(runs)
+    assert version == "relearn-0" and "not better than pop on validation: scratch" in reason
+    report = transfer_report(ctx, runs, {}, verdicts(ctx, runs))
+    assert "| scratch † |" in report and "| relearn |" in report
+    assert "scratch is †: a Δ against a baseline that learned nothing is no evidence of transfer." in report
