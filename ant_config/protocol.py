@@ -30,7 +30,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("relearn", "ant", True, "ANT: pre-trained Transformer frozen, item adaptors and positions re-learned"),
+    Method("relearn", "ant", True, "ANT: item adaptors and positions re-learned, pre-trained Transformer kept"),
     Method("finetune", "ant", True, "every pre-trained parameter trained further on the target"),
     Method("finetune-frozen", "ant", True, "fine-tuning with the pre-trained Transformer frozen"),
     Method("scratch", None, True, "ANT's architecture trained on the target alone (the negative-transfer reference)"),

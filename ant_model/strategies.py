@@ -2,7 +2,7 @@
 
 | method            | Transformer layers        | positions        | input norm  | item adaptors  |
 |-------------------|---------------------------|------------------|-------------|----------------|
-| relearn (ANT)     | pre-trained, frozen       | re-initialised   | pre-trained | re-initialised |
+| relearn (ANT)     | pre-trained, 0.1 × lr (*) | re-initialised   | pre-trained | re-initialised |
 | finetune          | pre-trained, trained      | pre-trained      | pre-trained | pre-trained    |
 | finetune-frozen   | pre-trained, frozen       | pre-trained      | pre-trained | pre-trained    |
 | scratch           | random                    | random           | random      | random         |
@@ -11,8 +11,8 @@
 | features-sasrec   | random; one linear layer per modality, no fusion product             |
 | pop, random       | no parameters: sanity baselines (ant_model.baselines)                |
 
-`Relearn` switches (config section `relearn`) reset the input norm too, or train the
-Transformer at a lower learning rate instead of freezing it.
+(*) `Relearn.transformer_lr_scale`; 0 freezes it, as the paper does. `Relearn.reset_norm`
+re-initialises the input norm too.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ of two patterns, with probability `p_rule` per step (otherwise a random type):
 - "cycle": each user cycles through a few types of their own (period 2 to 4), so the next
   item is of the type that followed the last item's type earlier in the sequence. The
   pattern is domain-agnostic (it holds in any item space), which is what re-learning
-  assumes: the frozen Transformer applies it through freshly learned adaptors.
+  assumes: the pre-trained Transformer applies it through freshly learned adaptors.
 - "rule": one fixed type-transition table, next = (a * current + b * previous + c) mod K.
   It is tied to the type identities, so it transfers only through the pre-trained item
   space (fine-tuning), not through re-learned adaptors.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ant_config import AntConfig, ModelConfig, TrainConfig
+from ant_config import AntConfig, ModelConfig, Relearn, TrainConfig
 from ant_model import checkpoint
 from ant_model.adaptors import LinearExpert, MoEAdaptor, UniformDropout, WhiteningExpert
 from ant_model.baselines import popularity_scorer, random_scorer
@@ -17,8 +17,8 @@ from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
 from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
 from ant_model.model import ANT
-from ant_model.strategies import adapt, build, pretrain
-from ant_model.train import fit
+from ant_model.strategies import TRANSFORMER, adapt, build, pretrain
+from ant_model.train import _param_groups, fit
 from ant_model.synthetic import make_benchmark
 
 SMALL = ModelConfig(width=16, ffn_width=16, heads=2, n_experts=3, max_seq_len=8, dropout=0.1,
@@ -247,11 +247,13 @@ def test_a_batch_holds_about_batch_size_targets():
         assert abs(len(batches) - total / batch_size) <= 1
 
 
-def test_relearn_freezes_the_transformer_and_reinitialises_the_item_side(bench, tmp_path):
+def test_relearn_keeps_the_transformer_and_reinitialises_the_item_side(bench, tmp_path):
+    """The paper's ANT (`transformer_lr_scale: 0`) freezes the pre-trained Transformer; the
+    default trains it at a tenth of the adaptors' learning rate."""
     aux, target = bench
     model, _ = pretrain(aux, SMALL, QUICK, checkpoint_dir=tmp_path / "pre", progress=False)
     source = model.state_dict()
-    relearn = build("relearn", target, SMALL, tmp_path / "pre" / "best")
+    relearn = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(transformer_lr_scale=0))
     finetune = build("finetune", target, SMALL, tmp_path / "pre" / "best")
     saved = checkpoint.load(tmp_path / "pre" / "best")[0].state_dict()
     for name, tensor in relearn.state_dict().items():
@@ -271,6 +273,15 @@ def test_relearn_freezes_the_transformer_and_reinitialises_the_item_side(bench, 
     before = {n: t.clone() for n, t in relearn.state_dict().items() if n.startswith("sequence.layers")}
     fit(relearn, target, QUICK, "full", progress=False)
     assert all(torch.equal(relearn.state_dict()[n], t) for n, t in before.items())
+
+    default = build("relearn", target, SMALL, tmp_path / "pre" / "best")
+    assert all(torch.equal(t, saved[n]) for n, t in default.state_dict().items() if n.startswith("sequence.layers"))
+    assert all(p.requires_grad for p in default.parameters())
+    scale = Relearn().transformer_lr_scale
+    groups = {g["lr"]: g["params"] for g in _param_groups(default, QUICK.lr, {TRANSFORMER: scale})}
+    assert {id(p) for p in groups[QUICK.lr * scale]} == {id(p) for p in default.sequence.layers.parameters()}
+    trained, _ = adapt("relearn", target, SMALL, QUICK, tmp_path / "pre" / "best", progress=False)
+    assert not all(torch.equal(t, saved[n]) for n, t in trained.state_dict().items() if n.startswith("sequence.layers"))
 
 
 def test_checkpoint_round_trip_and_clear_errors(bench, tmp_path):
