@@ -75,8 +75,14 @@ def adapt(method: str, target: DomainData, model_cfg: ModelConfig, train_cfg: Tr
     """Train `method` on the target (full-catalogue softmax), keep the best validation epoch."""
     seed_everything(train_cfg)  # the initial (and re-learned) weights are the seed's
     model = build(method, target, model_cfg, pretrained, relearn)
-    lr_scale = {TRANSFORMER: relearn.transformer_lr_scale} if method == "relearn" else None
-    return model, fit(model, target, train_cfg, "full", checkpoint_dir, progress, lr_scale)
+    scales = learning_rate_scales(method, relearn)
+    return model, fit(model, target, train_cfg, "full", checkpoint_dir, progress, scales)
+
+
+def learning_rate_scales(method: str, relearn: Relearn) -> dict[str, float] | None:
+    """Parameter-name prefix → factor on the learning rate while `method` trains: re-learning's
+    Transformer at `relearn.transformer_lr_scale`; None: every parameter at the configured rate."""
+    return {TRANSFORMER: relearn.transformer_lr_scale} if method == "relearn" else None
 
 
 def sanity_scorer(method: str, target: DomainData, seed: int):
