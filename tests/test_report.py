@@ -71,7 +71,8 @@ def test_report_flags_weak_and_unconverged_methods_and_draws_both_charts(ctx, tm
     report = transfer_report(ctx, runs, {"T": ("relearn-0", "why")}, judged)
     assert "| scratch † |" in report and "† not better than `pop`" in report
     assert "(**cap** 1/1)" in report and "**Not converged**: relearn" in report
-    assert "| relearn | +1.000 [+1.000, +1.000] | positive |" in report and "Promoted `relearn-0`: why." in report
+    assert "| relearn | +1.0000 [+1.0000, +1.0000] | positive |" in report and "Promoted `relearn-0`: why." in report
+    assert "| scratch † | 0.3000 ± 0.0000 | 0.1500 ± 0.0000 |" in report  # four decimals: small gaps stay visible
     assert all(line.count("|") <= 7 for line in report.splitlines())  # narrow tables: they fit the Prefect UI
     for draw, name in ((lambda p: metrics_chart(runs, p), "metrics.png"), (lambda p: delta_chart(judged, p), "delta.png")):
         with Image.open(draw(tmp_path / name)) as image:
