@@ -8,11 +8,21 @@ RecBole's defaults for SASRec and training (hidden 64, inner 256, 2 layers and h
 0.5, CE over the full catalogue, Adam 1e-3, batch 2048, 300 epochs, stopping_step 10), with
 the split taken from the files (as UniSRec runs it) and the best epoch picked on validation
 Recall@10, as this project picks it.
+
+A run resumes where it was stopped: after every validation it keeps its state (model, optimizer,
+early-stopping counter, the random generators and the seconds so far) in WORKDIR/last.pth, so a
+killed run started again with the same arguments goes on from its last epoch and draws the same
+batches and dropout masks as one that was never stopped. A RecBole run on a real target takes
+1-4 hours on a 2-core CPU.
 """
 import json
 import os
+import random
 import sys
 import time
+
+import numpy as np
+import torch
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's checkpoints hold its config
 
@@ -33,7 +43,22 @@ def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
     init_seed(config["seed"], config["reproducibility"])
     train, valid, test = data_preparation(config, create_dataset(config))
     trainer = Trainer(config, SASRec(config, train.dataset))
-    validations, started = [], time.monotonic()
+    trainer.saved_model_file = os.path.join(workdir, "best.pth")  # a fixed name, found again on resume
+    last = os.path.join(workdir, "last.pth")
+    validations, elapsed = [], 0.0  # (validation score, seconds since the start) per epoch
+    if os.path.exists(last):
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.start_epoch, trainer.cur_step = state["epoch"] + 1, state["cur_step"]
+        trainer.best_valid_score, trainer.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        torch.set_rng_state(state["torch_rng"])
+        train.generator.set_state(state["loader_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        validations, elapsed = state["validations"], state["validations"][-1][1]
+        print(f"resuming after epoch {state['epoch']} ({elapsed:.0f} s so far)", file=sys.stderr, flush=True)
+    started = time.monotonic() - elapsed
     validate = trainer._valid_epoch
 
     def timed_validation(*args, **kwargs):  # the score and the time of every epoch's validation
@@ -41,9 +66,20 @@ def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
         validations.append((out[0], time.monotonic() - started))
         return out
 
+    def keep_state(epoch: int, _score: float) -> None:  # after the best model of this epoch is saved
+        state = {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                 "epoch": epoch, "cur_step": trainer.cur_step, "best_valid_score": trainer.best_valid_score,
+                 "best_valid_result": trainer.best_valid_result, "torch_rng": torch.get_rng_state(),
+                 "loader_rng": train.generator.get_state(), "numpy_rng": np.random.get_state(),
+                 "python_rng": random.getstate(), "validations": validations}
+        torch.save(state, last + ".tmp")
+        os.replace(last + ".tmp", last)  # a kill while saving leaves the previous state whole
+
     trainer._valid_epoch = timed_validation
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    seconds = time.monotonic() - started
+    stopped = validations and (trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs)
+    if not stopped:  # a run killed after its last epoch only needs its test
+        trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=keep_state)
+    seconds = validations[-1][1]
     test_result = trainer.evaluate(test, load_best_model=True, show_progress=False)
     best = max(range(len(validations)), key=lambda i: (validations[i][0], i))  # RecBole keeps the last of equals
     print(json.dumps({"test": {k.lower(): float(v) for k, v in test_result.items()}, "best_epoch": best,
