@@ -267,7 +267,8 @@ def pretrain_cmd(config: ConfigOpt = None,
 @app.command("adapt")
 def adapt_cmd(target: Annotated[str, typer.Option(callback=_name, help="target domain")],
               method: Annotated[str, typer.Option(help=", ".join(METHODS))] = "relearn",
-              pretrained: Annotated[Optional[str], typer.Option(help="pre-trained version (default: newest)")] = None,
+              pretrained: Annotated[Optional[str], typer.Option(
+                  help="pre-trained version (default: the newest with this config's architecture)")] = None,
               config: ConfigOpt = None, seed: Annotated[Optional[int], typer.Option()] = None,
               modalities: Modalities = None, epochs: Epochs = None, batch_size: BatchSize = None,
               width: Width = None, lr: LearningRate = None, device: Device = None) -> None:

@@ -81,8 +81,10 @@ def pretrain_plan(ctx: Context, domains: list[str], kind: str = "ant") -> Plan:
 
 def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
     """The registry record of the pre-trained model `method` starts from: `version`, else the
-    newest finished one of the kind it needs (a text-only model for `unisrec`), reading
-    `model.modalities` when the config sets them."""
+    newest finished one of the kind it needs (a text-only model for `unisrec`) built with this
+    config's architecture (`model`: width, layers, ...), reading `model.modalities` when the
+    config sets them. A model of another architecture is never picked silently: the error names
+    the newest one and how it differs."""
     modalities = ctx.config.model.modalities
     wants_text_only = method_spec(method).parent == "text-only"
     if version:
@@ -96,20 +98,31 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
             raise WarehouseError(f"{method} needs a text-only pre-trained model; {version} reads "
                                  f"{record['lineage']['model']['modalities']} (run `ant pretrain --text-only`)")
         return record
+    architecture = ctx.config.model.model_dump(exclude={"modalities"})
+    other = None  # the newest model of the right kind but another architecture
     for record in registry.pretrained(ctx.warehouse):
         lineage = record["lineage"] or {}
         if "model" not in lineage:
             continue
         reads = lineage["model"]["modalities"]
-        if wants_text_only:
-            if reads == ["text"]:
-                return record
-        elif record["method"] == "ant" and (modalities is None or reads == list(modalities)):
+        if not (reads == ["text"] if wants_text_only else
+                record["method"] == "ant" and (modalities is None or reads == list(modalities))):
+            continue
+        built = ModelConfig(**lineage["model"]).model_dump(exclude={"modalities"})
+        if built == architecture:
             return record
+        other = other or (record["version"], {k: (v, architecture[k]) for k, v in built.items() if v != architecture[k]})
+    kind = "text-only " if wants_text_only else ""
     reading = f" reading {', '.join(modalities)}" if modalities and not wants_text_only else ""
-    raise WarehouseError(f"no finished {'text-only ' if wants_text_only else ''}pre-trained model{reading} in "
-                         f"{ctx.warehouse.home}: run `ant pretrain{' --text-only' if wants_text_only else ''}"
-                         f"{' --modalities ' + ','.join(modalities) if reading else ''}` first")
+    command = (f"`ant pretrain{' --text-only' if wants_text_only else ''}"
+               f"{' --modalities ' + ','.join(modalities) if reading else ''}`")
+    if other:
+        differs = ", ".join(f"{k} {theirs} (config: {ours})" for k, (theirs, ours) in other[1].items())
+        raise WarehouseError(f"no finished {kind}pre-trained model{reading} with this config's architecture in "
+                             f"{ctx.warehouse.home}; the newest, {other[0]}, has {differs}: run {command} "
+                             f"with this config, or name a model with --pretrained")
+    raise WarehouseError(f"no finished {kind}pre-trained model{reading} in {ctx.warehouse.home}: "
+                         f"run {command} first")
 
 
 def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,

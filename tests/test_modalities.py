@@ -16,7 +16,7 @@ from services.training import run_adapt, run_pretrain
 from tests.test_atomic import write_atomic
 from tests.test_cli_config import ant
 from warehouse.atomic import FeatureFile, import_atomic
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, WarehouseError
 
 TINY = {"model": {"width": 16, "ffn_width": 16, "n_experts": 2},
         "pretrain": {"epochs": 2, "batch_size": 32}, "adapt": {"epochs": 2, "batch_size": 32}}
@@ -66,6 +66,21 @@ def test_text_only_pretrained_model_serves_every_transferring_method(home):
         assert 0 <= result["recall@10"] <= 1 and np.isfinite(result["ndcg@10"])
     # without --pretrained, unisrec finds the newest text-only model
     assert adapt_plan(default, "Scientific", "unisrec").parent["version"] == pre["version"]
+
+
+def test_default_parent_has_the_configs_architecture(home):
+    """Without --pretrained a method starts from the newest pre-training built with the config's
+    width (and layers, ...), never silently from one of another architecture."""
+    wide, narrow = context(home, model={"width": 32, "ffn_width": 32}), context(home)
+    pre_wide = run_pretrain(wide, pretrain_plan(wide, ["Scientific"]))
+    assert adapt_plan(wide, "Scientific", "relearn").parent["version"] == pre_wide["version"]
+    with pytest.raises(WarehouseError, match=f"the newest, {pre_wide['version']}, has width 32 \\(config: 16\\)"):
+        adapt_plan(narrow, "Scientific", "relearn")
+    pre_narrow = run_pretrain(narrow, pretrain_plan(narrow, ["Scientific"]))  # now the newest
+    assert adapt_plan(wide, "Scientific", "relearn").parent["version"] == pre_wide["version"]
+    assert adapt_plan(narrow, "Scientific", "relearn").parent["version"] == pre_narrow["version"]
+    named = adapt_plan(narrow, "Scientific", "relearn", 0, pre_wide["version"])  # named: its own architecture
+    assert named.parent["version"] == pre_wide["version"] and named.model.width == 32
 
 
 def test_modalities_flag_and_one_error_line(home):
