@@ -1,9 +1,13 @@
 """Shared test fixtures: offline environment, a real HTTP server on 127.0.0.1 that serves the
-fixture files as the public mirrors lay them out, and Prefect's test harness."""
+fixture files as the public mirrors lay them out, and Prefect's test harness. Every socket this
+process opens may connect to loopback only: a test that reaches for another address (a broken
+address guard, a library phoning home) fails, and nothing leaves the machine."""
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import ipaddress
 import mimetypes
 import os
 import shutil
@@ -33,6 +37,42 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+_REFUSED: list[str] = []  # non-loopback destinations this process tried to connect to
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"  # any other name would need a lookup first: refused
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def _loopback_only(connect, refuse):
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            _REFUSED.append(f"{address[0]}:{address[1]}")
+            return refuse(address)
+        return connect(sock, address)
+    return guarded
+
+
+def _raise(address):
+    raise ConnectionRefusedError(errno.ECONNREFUSED, f"tests reach loopback only, not {address[0]}")
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect, _raise)
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex, lambda address: errno.ECONNREFUSED)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only():
+    """Fails the test that tried to reach a non-loopback address (the connection itself was refused)."""
+    before = len(_REFUSED)
+    yield
+    assert not _REFUSED[before:], f"the test tried to reach {', '.join(_REFUSED[before:])}: tests use loopback only"
 CATEGORIES_2018 = ("Gift_Cards", "Magazine_Subscriptions")
 
 

@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from ant_config import ImageFetchConfig
-from tests.conftest import Server
+from tests.conftest import _REFUSED, Server
 from warehouse.images import fetch_images
 from warehouse.store import Warehouse
 
@@ -132,6 +133,15 @@ def test_refused_schemes_hosts_and_addresses_are_final_and_never_contacted(tmp_p
         else:
             assert got.sha256 is None and expected in got.reason and not got.transient, (url, got)
     assert intranet.hits == []
+
+
+def test_a_broken_guard_could_still_reach_loopback_only():
+    """The resolver answers above name private and public addresses; the suite's socket jail
+    (tests/conftest.py) refuses any of them, so a guard that let one through fails its test and
+    contacts nothing. Checked with a documentation address (RFC 5737), never routed."""
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="loopback only"):
+        sock.connect(("192.0.2.1", 80))
+    assert _REFUSED.pop() == "192.0.2.1:80"  # recorded, and taken back so this test passes
 
 
 def test_every_redirect_hop_is_checked_again(tmp_path, mirror, intranet):
