@@ -27,6 +27,7 @@ history (as ant-method.md specifies); our rows are scored with RecBole's masking
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import logging
@@ -77,11 +78,19 @@ def recbole(python: Path, atomic: Path, dataset: str, seed: int, cache: Path) ->
     if (workdir / "result.json").exists():
         return json.loads((workdir / "result.json").read_text())
     workdir.mkdir(parents=True, exist_ok=True)  # RecBole writes its logs into the working directory
-    done = subprocess.run([str(python), str(RUNNER), str(atomic), dataset, str(seed), str(workdir)],
-                          capture_output=True, text=True, check=False, cwd=workdir)
-    if done.returncode != 0:
-        raise RuntimeError(f"RecBole failed on {dataset} seed {seed}:\n{done.stderr[-3000:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"RecBole on {dataset} seed {seed} (1-4 hours on a 2-core CPU; resumable): {workdir}",
+          file=sys.stderr, flush=True)
+    # -W ignore: RecBole's deprecation warnings would drown the progress lines
+    command = [str(python), "-W", "ignore", str(RUNNER), str(atomic), dataset, str(seed), str(workdir)]
+    with (workdir / "stdout.txt").open("w") as stdout, \
+            subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=workdir) as run:
+        tail = collections.deque(maxlen=40)  # for the error message
+        for line in run.stderr:  # the runner's progress, one line an epoch
+            tail.append(line)
+            print(f"  RecBole {dataset} seed {seed}: {line}", end="", file=sys.stderr, flush=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"RecBole failed on {dataset} seed {seed}:\n{''.join(tail)[-3000:]}")
+    out = json.loads((workdir / "stdout.txt").read_text().strip().splitlines()[-1])
     result = {**out.pop("test"), **out}
     (workdir / "result.json").write_text(json.dumps(result))
     return result

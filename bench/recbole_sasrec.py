@@ -7,7 +7,7 @@ seconds of training and seconds to the best epoch.
 RecBole's defaults for SASRec and training (hidden 64, inner 256, 2 layers and heads, dropout
 0.5, CE over the full catalogue, Adam 1e-3, batch 2048, 300 epochs, stopping_step 10), with
 the split taken from the files (as UniSRec runs it) and the best epoch picked on validation
-Recall@10, as this project picks it.
+Recall@10, as this project picks it. One progress line per epoch goes to stderr.
 
 A run resumes where it was stopped: after every validation it keeps its state (model, optimizer,
 early-stopping counter, the random generators and the seconds so far) in WORKDIR/last.pth, so a
@@ -74,6 +74,12 @@ def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
                  "python_rng": random.getstate(), "validations": validations}
         torch.save(state, last + ".tmp")
         os.replace(last + ".tmp", last)  # a kill while saving leaves the previous state whole
+        best = max(range(len(validations)), key=lambda i: (validations[i][0], i))
+        left = trainer.stopping_step - trainer.cur_step + 1
+        print(f"epoch {epoch}: valid recall@10 {validations[-1][0]:.4f} (best {validations[best][0]:.4f} at epoch "
+              f"{best}; {f'stops after {left} more without a better one' if left > 0 else 'stopped'}), "
+              f"{validations[-1][1] / len(validations):.0f} s/epoch, {validations[-1][1]:.0f} s so far",
+              file=sys.stderr, flush=True)
 
     trainer._valid_epoch = timed_validation
     stopped = validations and (trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs)
