@@ -111,7 +111,8 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
         built = ModelConfig(**lineage["model"]).model_dump(exclude={"modalities"})
         if built == architecture:
             return record
-        other = other or (record["version"], {k: (v, architecture[k]) for k, v in built.items() if v != architecture[k]})
+        other = other or (record["version"], {k: (v, architecture[k]) for k, v in built.items()
+                                              if v != architecture[k]})
     kind = "text-only " if wants_text_only else ""
     reading = f" reading {', '.join(modalities)}" if modalities and not wants_text_only else ""
     command = (f"`ant pretrain{' --text-only' if wants_text_only else ''}"
