@@ -78,7 +78,7 @@ def recbole(python: Path, atomic: Path, dataset: str, seed: int, cache: Path) ->
     if (workdir / "result.json").exists():
         return json.loads((workdir / "result.json").read_text())
     workdir.mkdir(parents=True, exist_ok=True)  # RecBole writes its logs into the working directory
-    print(f"RecBole on {dataset} seed {seed} (1-4 hours on a 2-core CPU; resumable): {workdir}",
+    print(f"RecBole on {dataset} seed {seed} (minutes to 2 hours on a 2-core CPU; resumable): {workdir}",
           file=sys.stderr, flush=True)
     # -W ignore: RecBole's deprecation warnings would drown the progress lines
     command = [str(python), "-W", "ignore", str(RUNNER), str(atomic), dataset, str(seed), str(workdir)]

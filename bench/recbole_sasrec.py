@@ -13,7 +13,7 @@ A run resumes where it was stopped: after every validation it keeps its state (m
 early-stopping counter, the random generators and the seconds so far) in WORKDIR/last.pth, so a
 killed run started again with the same arguments goes on from its last epoch and draws the same
 batches and dropout masks as one that was never stopped. A RecBole run on a real target takes
-1-4 hours on a 2-core CPU.
+minutes (Tools) to 2 hours (Office) on a 2-core CPU.
 """
 import json
 import os
