@@ -33,6 +33,11 @@ from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 
+def best_epoch(validations: list[tuple[float, float]]) -> int:
+    """The epoch of the best validation score; RecBole keeps the last of equals."""
+    return max(range(len(validations)), key=lambda i: (validations[i][0], i))
+
+
 def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
     config = Config(model="SASRec", dataset=dataset, config_dict={
         "data_path": data_path, "benchmark_filename": ["train", "valid", "test"],
@@ -74,7 +79,7 @@ def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
                  "python_rng": random.getstate(), "validations": validations}
         torch.save(state, last + ".tmp")
         os.replace(last + ".tmp", last)  # a kill while saving leaves the previous state whole
-        best = max(range(len(validations)), key=lambda i: (validations[i][0], i))
+        best = best_epoch(validations)
         left = trainer.stopping_step - trainer.cur_step + 1
         print(f"epoch {epoch}: valid recall@10 {validations[-1][0]:.4f} (best {validations[best][0]:.4f} at epoch "
               f"{best}; {f'stops after {left} more without a better one' if left > 0 else 'stopped'}), "
@@ -87,7 +92,7 @@ def main(data_path: str, dataset: str, seed: int, workdir: str) -> None:
         trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=keep_state)
     seconds = validations[-1][1]
     test_result = trainer.evaluate(test, load_best_model=True, show_progress=False)
-    best = max(range(len(validations)), key=lambda i: (validations[i][0], i))  # RecBole keeps the last of equals
+    best = best_epoch(validations)
     print(json.dumps({"test": {k.lower(): float(v) for k, v in test_result.items()}, "best_epoch": best,
                       "epochs_run": len(validations), "seconds": seconds, "seconds_to_best": validations[best][1]}))
 

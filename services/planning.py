@@ -111,16 +111,16 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
         built = ModelConfig(**lineage["model"]).model_dump(exclude={"modalities"})
         if built == architecture:
             return record
-        other = other or (record["version"], {k: (v, architecture[k]) for k, v in built.items()
-                                              if v != architecture[k]})
+        other = other or (record["version"], built)
     kind = "text-only " if wants_text_only else ""
     reading = f" reading {', '.join(modalities)}" if modalities and not wants_text_only else ""
     command = (f"`ant pretrain{' --text-only' if wants_text_only else ''}"
                f"{' --modalities ' + ','.join(modalities) if reading else ''}`")
     if other:
-        differs = ", ".join(f"{k} {theirs} (config: {ours})" for k, (theirs, ours) in other[1].items())
+        newest, built = other
+        differs = ", ".join(f"{k} {v} (config: {architecture[k]})" for k, v in built.items() if v != architecture[k])
         raise WarehouseError(f"no finished {kind}pre-trained model{reading} with this config's architecture in "
-                             f"{ctx.warehouse.home}; the newest, {other[0]}, has {differs}: run {command} "
+                             f"{ctx.warehouse.home}; the newest, {newest}, has {differs}: run {command} "
                              f"with this config, or name a model with --pretrained")
     raise WarehouseError(f"no finished {kind}pre-trained model{reading} in {ctx.warehouse.home}: "
                          f"run {command} first")
@@ -129,7 +129,8 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
 def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
                pretrained: str | None = None) -> Plan:
     """One method on one target for one seed (default: `adapt.seed`), from the pre-trained
-    model `pretrained` (default: the newest one the method can start from)."""
+    model `pretrained` (default: the newest one the method can start from, with the config's
+    architecture)."""
     spec = method_spec(method)
     config = ctx.config
     seed = config.adapt.seed if seed is None else seed

@@ -37,6 +37,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+CATEGORIES_2018 = ("Gift_Cards", "Magazine_Subscriptions")
 
 
 _REFUSED: list[str] = []  # non-loopback destinations this process tried to connect to
@@ -72,8 +73,8 @@ def loopback_only():
     """Fails the test that tried to reach a non-loopback address (the connection itself was refused)."""
     before = len(_REFUSED)
     yield
-    assert not _REFUSED[before:], f"the test tried to reach {', '.join(_REFUSED[before:])}: tests use loopback only"
-CATEGORIES_2018 = ("Gift_Cards", "Magazine_Subscriptions")
+    assert not _REFUSED[before:], \
+        f"the test tried to reach {', '.join(_REFUSED[before:])}: tests use loopback only"
 
 
 class Server(ThreadingHTTPServer):
