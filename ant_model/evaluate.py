@@ -6,8 +6,10 @@ B" comes with a paired bootstrap confidence interval over users.
 
 One masking rule serves evaluation and serving (`exclude_seen`, used by `recommend` too): the
 items of the history are never recommended, so a target that repeats a history item (repeat
-consumption) is a miss, exactly as the `recommendations` table shows it; RecBole's full-sort
-evaluation masks history the same way. A score that is not finite (NaN, ±inf) ranks last.
+consumption) is a miss, exactly as the `recommendations` table shows it. RecBole masks history
+the same way for general recommenders, but for a sequential model it masks nothing (its
+FullSortEvalDataLoader passes no history), so a repeat can be a hit there; `exclude` reproduces
+that protocol (bench/peers.py). A score that is not finite (NaN, ±inf) ranks last.
 
 Ties are counted as a random tie-break would count them, in expectation: the target sits
 uniformly at one of the places `greater + 1 … greater + ties + 1`, and each metric is its mean

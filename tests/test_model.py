@@ -195,7 +195,7 @@ def test_ranking_excludes_the_whole_history_and_padding():
 
 def test_a_target_repeating_a_history_item_is_a_miss():
     """Repeat consumption: the history is never recommended, so its repeat cannot be hit (the
-    same rule as `recommend`, and as RecBole's full-sort masking)."""
+    same rule as `recommend`, and as RecBole's full-sort masking of a general recommender)."""
     scores = torch.arange(11, dtype=torch.float32).repeat(2, 1)  # item 10 is everyone's best
     ev = rank_targets(lambda hist: scores[:len(hist)].clone(), [(np.array([10, 3]), 10), (np.array([3]), 10)], 4, 8)
     assert ev.greater[1] == 0 and ev.ranks[0] > 1e9 and ev.metrics()["recall@50"] == 0.5
@@ -215,6 +215,31 @@ def test_sasrec_scores_by_dot_product_over_item_ids():
     assert model.cfg.scoring == "dot" and model.items.ids is not None and not model.items.adaptors
     users, items = torch.randn(2, cfg.width), model.all_items({}, torch.device("cpu"))
     assert torch.allclose(model.scores(users, items), users @ model.items.ids.weight.T)
+
+
+def test_feed_forward_dropout_follows_ffn_dropout():
+    """RecBole's TransformerEncoder drops nothing between the two feed-forward layers; PyTorch's
+    layer drops at `dropout` there unless ffn_dropout says otherwise. The sasrec baseline is RecBole's."""
+    for cfg, inner in ((SMALL.model_copy(update={"dropout": 0.5}), 0.5),
+                       (SMALL.model_copy(update={"dropout": 0.5, "ffn_dropout": 0.0}), 0.0),
+                       (AntConfig().sasrec.architecture(SMALL), 0.0)):
+        model = ANT({"text": 4}, cfg.model_copy(update={"modalities": ["text"], "item_ids": False}), n_items=4).train()
+        x = torch.randn(3, 5, cfg.width)
+        for layer in model.sequence.layers.layers:
+            layer.dropout2.eval()  # the block's output dropout (RecBole has it too) aside
+            plain = layer.linear2(layer.activation(layer.linear1(x)))
+            assert torch.equal(layer._ff_block(x), plain) == (inner == 0.0)
+            assert layer.dropout.p == inner
+
+
+def test_nothing_excluded_ranks_a_repeated_target_as_recbole_ranks_a_sequential_model():
+    """exclude=[] per user: only padding is masked, so a target repeating a history item can be a
+    hit (RecBole's full-sort protocol for sequential models, used by bench/peers.py)."""
+    scores = torch.arange(11, dtype=torch.float32).repeat(2, 1)
+    nothing = [np.zeros(0, dtype=np.int64)] * 2
+    ev = rank_targets(lambda hist: scores[:len(hist)].clone(), [(np.array([10, 3]), 10), (np.array([3]), 9)], 4, 8,
+                      exclude=nothing)
+    assert list(ev.greater) == [0, 1] and ev.metrics()["recall@10"] == 1.0
 
 
 def test_paired_bootstrap():
