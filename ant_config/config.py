@@ -179,6 +179,10 @@ class ModelConfig(_Section):
     heads: int = Field(2, ge=1)
     ffn_width: int = Field(256, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1, description="hidden and attention dropout")
+    ffn_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout between the two feed-forward layers; null: `dropout`, as PyTorch's "
+                                      "TransformerEncoderLayer has it. RecBole's TransformerEncoder (SASRec, UniSRec) "
+                                      "has none (0.0): with it, our sasrec was 9% below RecBole's on Office_text")
     embedding_dropout: float = Field(0.5, ge=0, lt=1)
     layer_norm_eps: float = Field(1e-8, gt=0, description="the authors' value (props/ANT.yaml)")
     init_std: float = Field(0.02, gt=0, description="N(0, std) initialisation of adaptors, IDs and positions")
@@ -262,8 +266,8 @@ class Relearn(_Section):
 class SASRecBaseline(_Section):
     """The `sasrec` baseline as RecBole 1.x runs SASRec by default (properties/model/SASRec.yaml
     and overall.yaml): item IDs, dot-product scores, cross-entropy over the full catalogue,
-    Adam at a constant learning rate, no gradient clipping. Execution settings (device, seed,
-    eval batch) come from `adapt`."""
+    no dropout inside the feed-forward block, Adam at a constant learning rate, no gradient
+    clipping. Execution settings (device, seed, eval batch) come from `adapt`."""
 
     width: int = Field(64, ge=8, description="hidden_size")
     ffn_width: int = Field(256, ge=1, description="inner_size")
@@ -281,7 +285,8 @@ class SASRecBaseline(_Section):
     def architecture(self, base: ModelConfig) -> ModelConfig:
         return base.model_copy(update={
             "width": self.width, "ffn_width": self.ffn_width, "layers": self.layers, "heads": self.heads,
-            "dropout": self.dropout, "embedding_dropout": self.dropout, "layer_norm_eps": self.layer_norm_eps,
+            "dropout": self.dropout, "embedding_dropout": self.dropout, "ffn_dropout": 0.0,
+            "layer_norm_eps": self.layer_norm_eps,
             "scoring": "dot", "modalities": [], "item_ids": True, "transformer_init": "normal"})
 
     def training(self, adapt: TrainConfig) -> TrainConfig:

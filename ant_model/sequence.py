@@ -1,6 +1,8 @@
 """SequenceEncoder: SASRec-style causal Transformer over the last L item vectors.
 
-`LayerNorm(item + position)`, dropout, then post-norm causal Transformer layers (GELU).
+`LayerNorm(item + position)`, dropout, then post-norm causal Transformer layers (GELU); inside
+the feed-forward block, dropout at `ffn_dropout` (PyTorch's layer uses `dropout`; RecBole's
+TransformerEncoder, which SASRec and UniSRec use, none).
 Positions are drawn from N(0, init_std); the Transformer layers keep PyTorch's initialisation,
 or (`transformer_init: normal`) draw every weight from N(0, init_std) with zero biases, as
 RecBole's SASRec and the ANT authors' code do. Sequences are right-padded; the output at every
@@ -40,6 +42,8 @@ class SequenceEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.ffn_width, cfg.dropout,
                                            activation="gelu", batch_first=True,
                                            layer_norm_eps=cfg.layer_norm_eps)
+        if cfg.ffn_dropout is not None:  # PyTorch's layer drops between linear1 and linear2 at `dropout`
+            layer.dropout = nn.Dropout(cfg.ffn_dropout)
         self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         if cfg.transformer_init == "normal":
             init_normal(self.layers, cfg.init_std)
