@@ -52,6 +52,13 @@ def version_of(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def model_lineage(model: ModelConfig) -> dict:
+    """The architecture as a lineage records it. A setting left at null (its behaviour before the
+    setting existed, e.g. `ffn_dropout`) is left out, so adding an optional setting keeps the
+    version of every model trained before it."""
+    return model.model_dump(exclude_none=True)
+
+
 def adapt_folder(ctx: Context, target: str, method: str, version: str) -> Path:
     return under(ctx.artifacts / "adapt", check_name(target, "target"), method, version)
 
@@ -72,7 +79,7 @@ def pretrain_plan(ctx: Context, domains: list[str], kind: str = "ant") -> Plan:
     requested = ["text"] if kind == "text-only" else ctx.config.model.modalities
     chosen, dims = modality_rules.resolve(ctx, domains, requested)
     model = ctx.config.model.model_copy(update={"modalities": chosen})
-    lineage = {"kind": kind, "model": model.model_dump(), "train": ctx.config.pretrain.model_dump(),
+    lineage = {"kind": kind, "model": model_lineage(model), "train": ctx.config.pretrain.model_dump(),
                "dims": dims, "data": _data(ctx, domains, chosen), "code": CODE_VERSION}
     version = version_of(lineage)
     return Plan(version, ctx.artifacts / "pretrain" / kind / version, "pretrain", kind, list(domains),
@@ -152,7 +159,7 @@ def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
     else:
         chosen, dims = modality_rules.resolve(ctx, [target], model.modalities)
         model = model.model_copy(update={"modalities": chosen})
-    lineage = {"method": method, "model": model.model_dump(), "train": train.model_dump(), "dims": dims,
+    lineage = {"method": method, "model": model_lineage(model), "train": train.model_dump(), "dims": dims,
                "data": _data(ctx, [target], model.modalities),
                "relearn": config.relearn.model_dump() if method == "relearn" else None,
                "parent": parent["version"] if parent else None, "code": CODE_VERSION}

@@ -83,6 +83,18 @@ def test_default_parent_has_the_configs_architecture(home):
     assert named.parent["version"] == pre_wide["version"] and named.model.width == 32
 
 
+def test_an_optional_setting_left_at_null_keeps_every_version(home):
+    """`ffn_dropout: null` (PyTorch's behaviour, as before the setting existed) adds nothing to a
+    lineage, so models trained before it keep their versions; 0.0 is another architecture."""
+    default, recbole_like = context(home), context(home, model={"ffn_dropout": 0.0})
+    plan = pretrain_plan(default, ["Scientific"])
+    assert "ffn_dropout" not in plan.lineage["model"]
+    assert pretrain_plan(recbole_like, ["Scientific"]).version != plan.version
+    run_pretrain(default, plan)
+    with pytest.raises(WarehouseError, match="has ffn_dropout None \\(config: 0.0\\)"):
+        adapt_plan(recbole_like, "Scientific", "relearn")
+
+
 def test_modalities_flag_and_one_error_line(home):
     out = ant("pretrain", "--config", str(home), "--domain", "Scientific", "--modalities", "image")
     assert out.returncode == 0, out.stderr[-2000:]
