@@ -45,8 +45,8 @@ class FitResult:
     best_valid: dict[str, float]
     epochs_run: int
     stopped_by: str  # "patience": converged; "cap": still improving (or never above the floor) when the epochs ran out
-    seconds: float
-    targets_per_s: float
+    seconds: float  # training wall time, summed over every resume (as in `history`)
+    targets_per_s: float  # this process's throughput
     history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, seconds so far
     # True on the CPU (same seed, same weights, same metrics) and on CUDA with
     # `deterministic: true`; CUDA kernels are otherwise free to reorder their sums
@@ -246,6 +246,6 @@ def fit(model: ANT, data: DomainData, cfg: TrainConfig, objective: str,
                     "%s): not converged. Raise the epochs (pretrain.epochs / adapt.epochs, or --epochs), or the "
                     "learning rate.", data.name, cfg.epochs, best_epoch, SELECT_ON)
     model.load_state_dict(best_state)
-    seconds = time.monotonic() - started
-    return FitResult(best_epoch, best_valid, len(history), stopped_by, seconds,
-                     examples / max(seconds, 1e-9), history, device.type == "cpu" or cfg.deterministic, floor)
+    elapsed = time.monotonic() - started
+    return FitResult(best_epoch, best_valid, len(history), stopped_by, before + elapsed,
+                     examples / max(elapsed, 1e-9), history, device.type == "cpu" or cfg.deterministic, floor)

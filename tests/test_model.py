@@ -359,6 +359,8 @@ def test_training_resumes_from_the_last_checkpoint(bench, tmp_path):
                   cfg.model_copy(update={"epochs": 4}), "full", tmp_path / "run", progress=False)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.history[:2] == first.history
+    # its wall time counts the first process's too, as its history does (a bench divides it by all epochs)
+    assert resumed.seconds >= resumed.history[-1]["seconds"] > first.seconds
 
 
 def test_checkpoints_between_intervals_and_always_at_the_end(bench, tmp_path):
