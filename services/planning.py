@@ -2,9 +2,10 @@
 
 A `Plan` names everything that shapes a model: the resolved architecture (modalities
 included), the training settings, the data fingerprints and feature encoders of its domains,
-and its pre-trained parent. Its version is a hash of all of it, so the same inputs give the
-same version (nothing is trained twice) and different inputs a new one (nothing is
-overwritten). Parents are found through the registry, never by looking at folders.
+and its pre-trained parent. Its version is a hash of all of it but how the run executes
+(threads, device, checkpoint interval), so the same inputs give the same version (nothing is
+trained twice) and different inputs a new one (nothing is overwritten). Parents are found
+through the registry, never by looking at folders.
 """
 from __future__ import annotations
 
@@ -48,7 +49,19 @@ class Plan:
         return Path(self.parent["path"]) if self.parent else None
 
 
-def version_of(payload: dict) -> str:
+# How a run executes, not what it learns: the same run on one thread or two, on another device,
+# or checkpointed more often is the same model (up to the order of float sums), so it keeps its
+# version: a run resumes or is found done whatever these say. The lineage still records them.
+EXECUTION_SETTINGS = ("cpu_threads", "device", "checkpoint_every_s", "eval_batch_size", "max_logits", "compile")
+
+
+def version_of(lineage: dict) -> str:
+    """A lineage's version: a hash of it with its training section's EXECUTION_SETTINGS at their
+    defaults (so a version made before a setting was run differently stays the same)."""
+    payload = lineage
+    if lineage.get("train") is not None:
+        defaults = {name: TrainConfig.model_fields[name].default for name in EXECUTION_SETTINGS}
+        payload = {**lineage, "train": {**lineage["train"], **defaults}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

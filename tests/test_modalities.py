@@ -12,9 +12,10 @@ from ant_config import load_config
 from services.context import Context
 from services.modalities import ModalityError
 from services.planning import adapt_plan, pretrain_plan
-from services.training import run_adapt, run_pretrain
+from services.training import finished, run_adapt, run_pretrain
 from tests.test_atomic import write_atomic
 from tests.test_cli_config import ant
+from warehouse import registry
 from warehouse.atomic import FeatureFile, import_atomic
 from warehouse.store import Warehouse, WarehouseError
 
@@ -93,6 +94,27 @@ def test_an_optional_setting_left_at_null_keeps_every_version(home):
     run_pretrain(default, plan)
     with pytest.raises(WarehouseError, match="has ffn_dropout None \\(config: 0.0\\)"):
         adapt_plan(recbole_like, "Scientific", "relearn")
+
+
+def test_how_a_run_executes_keeps_its_version(home):
+    """Threads, device and checkpoint interval change how a run executes, not what it learns: a
+    model trained on one thread is found done by a run on all cores (no retraining), and its
+    lineage records what it ran with. What it learns (the learning rate) is a new version."""
+    threaded = context(home, pretrain={"cpu_threads": 1, "checkpoint_every_s": 5.0, "device": "cpu",
+                                       "eval_batch_size": 7},
+                       adapt={"cpu_threads": 1})
+    default = context(home)
+    plan = pretrain_plan(threaded, ["Scientific"])
+    assert plan.version == pretrain_plan(default, ["Scientific"]).version
+    assert plan.lineage["train"]["cpu_threads"] == 1
+    assert pretrain_plan(context(home, pretrain={"lr": 2e-3}), ["Scientific"]).version != plan.version
+    assert adapt_plan(threaded, "Scientific", "sasrec").version == adapt_plan(default, "Scientific", "sasrec").version
+    assert adapt_plan(context(home, adapt={"lr": 2e-3}), "Scientific", "scratch").version != \
+        adapt_plan(default, "Scientific", "scratch").version
+    trained = run_pretrain(threaded, plan)
+    assert finished(pretrain_plan(default, ["Scientific"]))["version"] == trained["version"]
+    registered = registry.get(default.warehouse, trained["version"])
+    assert registered["lineage"]["train"]["cpu_threads"] == 1
 
 
 def test_modalities_flag_and_one_error_line(home):
