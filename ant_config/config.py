@@ -173,7 +173,10 @@ class ModelConfig(_Section):
                           "scratch: the target's)")
     fusion_product: bool = True
     moe: bool = Field(True, description="False: one linear layer per modality instead of the MoE")
-    item_ids: bool = Field(False, description="transductive: add a per-target item-ID embedding")
+    item_ids: bool = Field(
+        False, description="transductive (the authors' --mode finetune_transductive): every model trained on a "
+                           "target adds a fresh per-target item-ID embedding to its item vectors, inputs and "
+                           "scores alike. Pre-training never has one: auxiliary item IDs do not transfer")
     max_seq_len: int = Field(50, ge=1, description="L")
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)

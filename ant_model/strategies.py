@@ -12,7 +12,8 @@
 | pop, random       | no parameters: sanity baselines (ant_model.baselines)                |
 
 (*) `Relearn.transformer_lr_scale`; 0 freezes it, as the paper does. `Relearn.reset_norm`
-re-initialises the input norm too.
+re-initialises the input norm too. With `model.item_ids` (transductive) every method but the
+sanity baselines adds a fresh item-ID table for the target.
 """
 from __future__ import annotations
 
@@ -44,14 +45,15 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: P
     """The model `method` starts target training from (ready to train: frozen parts frozen).
 
     `model_cfg` is the architecture of a method without a parent (`AntConfig.architecture`,
-    modalities resolved); the others take their parent's, read from its checkpoint."""
+    modalities resolved); the others take their parent's, read from its checkpoint, with
+    `model_cfg.item_ids`: a transductive model adds a fresh item-ID table for the target."""
     spec = method_spec(method)
     if spec.parent is None:
         return ANT(target.feature_dims, model_cfg, target.n_items)
     if pretrained is None:
         raise ValueError(f"method {method!r} needs a pre-trained model")
     meta = checkpoint.read_meta(pretrained)
-    cfg = checkpoint.model_config(meta, pretrained)
+    cfg = checkpoint.model_config(meta, pretrained).model_copy(update={"item_ids": model_cfg.item_ids})
     theirs = checkpoint.feature_dims(meta, pretrained)
     ours = {m: target.feature_dims.get(m) for m in cfg.modalities}
     if ours != {m: theirs[m] for m in cfg.modalities}:

@@ -25,6 +25,9 @@ from warehouse.store import WarehouseError, under
 # Bump when a change to the code changes what a run produces: every version changes with it.
 CODE_VERSION = 6  # 6: patience counts once validation beats most-popular; 5: adaptor dropout drawn as uniform >= p; 4: a repeated (seen) target is a miss, non-finite scores rank last, seeded initial weights
 PRETRAIN_KINDS = ("ant", "text-only")
+# Settings a pre-trained model does not fix: its modalities are resolved from the data, and
+# item IDs (transductive) exist only on a target.
+TARGET_SIDE = {"modalities", "item_ids"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def pretrain_plan(ctx: Context, domains: list[str], kind: str = "ant") -> Plan:
         raise WarehouseError("no pre-training domains: name them in `auxiliary` (or with --domain)")
     requested = ["text"] if kind == "text-only" else ctx.config.model.modalities
     chosen, dims = modality_rules.resolve(ctx, domains, requested)
-    model = ctx.config.model.model_copy(update={"modalities": chosen})
+    model = ctx.config.model.model_copy(update={"modalities": chosen, "item_ids": False})  # IDs are per target
     lineage = {"kind": kind, "model": model_lineage(model), "train": ctx.config.pretrain.model_dump(),
                "dims": dims, "data": _data(ctx, domains, chosen), "code": CODE_VERSION}
     version = version_of(lineage)
@@ -118,7 +121,7 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
             raise WarehouseError(f"{method} needs a text-only pre-trained model; {version} reads "
                                  f"{record['lineage']['model']['modalities']} (run `ant pretrain --text-only`)")
         return record
-    architecture = ctx.config.model.model_dump(exclude={"modalities"})
+    architecture = ctx.config.model.model_dump(exclude=TARGET_SIDE)
     other = None  # the newest model of the right kind but another architecture
     for record in registry.pretrained(ctx.warehouse):
         lineage = record["lineage"] or {}
@@ -128,7 +131,7 @@ def find_parent(ctx: Context, method: str, version: str | None = None) -> dict:
         if not (reads == ["text"] if wants_text_only else
                 record["method"] == "ant" and (modalities is None or reads == list(modalities))):
             continue
-        built = ModelConfig(**lineage["model"]).model_dump(exclude={"modalities"})
+        built = ModelConfig(**lineage["model"]).model_dump(exclude=TARGET_SIDE)
         if built == architecture:
             return record
         other = other or (record["version"], built)
@@ -164,7 +167,7 @@ def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
     model = config.architecture(method)
     if spec.parent is not None:
         parent = find_parent(ctx, method, pretrained)
-        model = ModelConfig(**parent["lineage"]["model"])
+        model = ModelConfig(**parent["lineage"]["model"]).model_copy(update={"item_ids": config.model.item_ids})
         dims = parent["lineage"]["dims"]
         modality_rules.check_target(ctx, target, model.modalities)
     elif model.modalities == []:  # item IDs only (sasrec)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ant_config import load_config
+from ant_model import checkpoint
 from services.context import Context
 from services.modalities import ModalityError
 from services.planning import adapt_plan, pretrain_plan
@@ -115,6 +116,23 @@ def test_how_a_run_executes_keeps_its_version(home):
     assert finished(pretrain_plan(default, ["Scientific"]))["version"] == trained["version"]
     registered = registry.get(default.warehouse, trained["version"])
     assert registered["lineage"]["train"]["cpu_threads"] == 1
+
+
+def test_transductive_models_add_target_item_ids_to_a_pretraining_without_them(home):
+    """`model.item_ids` (the authors' finetune_transductive) gives every target model a fresh
+    item-ID table over the target's items; the pre-training it starts from has none, so it is
+    the same version as without the switch and is found as the parent."""
+    ids, default = context(home, model={"item_ids": True}), context(home)
+    plan = pretrain_plan(ids, ["Scientific"])
+    assert plan.version == pretrain_plan(default, ["Scientific"]).version and not plan.model.item_ids
+    run_pretrain(ids, plan)
+    for method in ("relearn", "finetune", "scratch"):
+        transductive = adapt_plan(ids, "Scientific", method)
+        assert transductive.model.item_ids and transductive.version != adapt_plan(default, "Scientific", method).version
+        result = run_adapt(ids, transductive)
+        model, meta = checkpoint.load(transductive.folder / result["path"])
+        assert model.items.ids.weight.shape == (meta["n_items"] + 1, TINY["model"]["width"]), method
+    assert checkpoint.load(plan.folder / "best")[0].items.ids is None
 
 
 def test_modalities_flag_and_one_error_line(home):
