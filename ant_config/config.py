@@ -174,9 +174,12 @@ class ModelConfig(_Section):
     fusion_product: bool = True
     moe: bool = Field(True, description="False: one linear layer per modality instead of the MoE")
     item_ids: bool = Field(
-        False, description="transductive (the authors' --mode finetune_transductive): every model trained on a "
-                           "target adds a fresh per-target item-ID embedding to its item vectors, inputs and "
-                           "scores alike. Pre-training never has one: auxiliary item IDs do not transfer")
+        True, description="transductive (the authors' --mode finetune_transductive): every model trained on a "
+                          "target adds a fresh per-target item-ID embedding to its item vectors, inputs and "
+                          "scores alike. Pre-training never has one: auxiliary item IDs do not transfer. On the "
+                          "real targets at width 64 it lifted re-learning on Office_text and CDs_text and made it "
+                          "significantly better than scratch on two of three, and cost Tools_text 0.003 R@10 "
+                          "(README). false: the inductive ANT of the paper, items by their features alone")
     max_seq_len: int = Field(50, ge=1, description="L")
     layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)

@@ -33,10 +33,11 @@ TRANSFORMER = "sequence.layers."  # parameter-name prefix of the Transformer lay
 def pretrain(domains: list[DomainData], model_cfg: ModelConfig, train_cfg: TrainConfig,
              checkpoint_dir: Path | None = None, progress: bool = True) -> tuple[ANT, FitResult]:
     """Pre-train on several auxiliary domains at once (training splits, in-batch InfoNCE +
-    alignment)."""
+    alignment). Never with item IDs (`model_cfg.item_ids` is for target models): the auxiliary
+    catalogues' IDs cannot transfer."""
     data = merge(domains)
     seed_everything(train_cfg)  # the initial weights are the seed's, whatever ran before in this process
-    model = ANT(data.feature_dims, model_cfg, data.n_items)
+    model = ANT(data.feature_dims, model_cfg.model_copy(update={"item_ids": False}), data.n_items)  # IDs: per target
     return model, fit(model, data, train_cfg, "in_batch", checkpoint_dir, progress)
 
 

@@ -122,13 +122,14 @@ def test_transductive_models_add_target_item_ids_to_a_pretraining_without_them(h
     """`model.item_ids` (the authors' finetune_transductive) gives every target model a fresh
     item-ID table over the target's items; the pre-training it starts from has none, so it is
     the same version as without the switch and is found as the parent."""
-    ids, default = context(home, model={"item_ids": True}), context(home)
+    ids, inductive = context(home), context(home, model={"item_ids": False})
+    assert ids.config.model.item_ids  # the default
     plan = pretrain_plan(ids, ["Scientific"])
-    assert plan.version == pretrain_plan(default, ["Scientific"]).version and not plan.model.item_ids
+    assert plan.version == pretrain_plan(inductive, ["Scientific"]).version and not plan.model.item_ids
     run_pretrain(ids, plan)
     for method in ("relearn", "finetune", "scratch"):
         transductive = adapt_plan(ids, "Scientific", method)
-        assert transductive.model.item_ids and transductive.version != adapt_plan(default, "Scientific", method).version
+        assert transductive.model.item_ids and transductive.version != adapt_plan(inductive, "Scientific", method).version
         result = run_adapt(ids, transductive)
         model, meta = checkpoint.load(transductive.folder / result["path"])
         assert model.items.ids.weight.shape == (meta["n_items"] + 1, TINY["model"]["width"]), method

@@ -22,7 +22,8 @@ from ant_model.train import _param_groups, fit
 from ant_model.synthetic import make_benchmark
 
 SMALL = ModelConfig(width=16, ffn_width=16, heads=2, n_experts=3, max_seq_len=8, dropout=0.1,
-                    embedding_dropout=0.1, modalities=["text", "image", "price"])
+                    embedding_dropout=0.1, modalities=["text", "image", "price"],
+                    item_ids=False)  # inductive: a target model's item side is its features alone
 QUICK = TrainConfig(epochs=2, batch_size=64, patience=5)
 
 
@@ -76,7 +77,12 @@ def test_fusion_and_ablation_switches():
     feats = {m: torch.randn(2, d) for m, d in dims.items()}
     out, parts = model.items(feats, torch.tensor([1, 2]))
     expected = parts["image"] + parts["text"] + parts["price"] + SMALL.fusion_beta * parts["image"] * parts["text"]
-    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(out, expected, atol=1e-6) and model.items.ids is None
+    transductive = ANT(dims, SMALL.model_copy(update={"item_ids": True}), n_items=3).eval()
+    out, parts = transductive.items(feats, torch.tensor([1, 2]))
+    assert torch.allclose(out, parts["image"] + parts["text"] + parts["price"]
+                          + SMALL.fusion_beta * parts["image"] * parts["text"]
+                          + transductive.items.ids(torch.tensor([1, 2])), atol=1e-6)
     assert isinstance(model.items.adaptors["price"].experts[0], LinearExpert)
     assert isinstance(model.items.adaptors["text"].experts[0], WhiteningExpert)
     no_product = ANT(dims, SMALL.model_copy(update={"fusion_product": False}), 3).eval()
@@ -467,15 +473,18 @@ def test_one_version_trains_to_the_same_model_whatever_ran_before(bench, tmp_pat
     the same training, the same metrics, even after other work drew from the global RNG."""
     aux, target = bench
     train = TrainConfig(epochs=2, batch_size=64, patience=2, min_patience_steps=0, seed=5)
-    parent, _ = pretrain(aux, SMALL, train, checkpoint_dir=tmp_path / "parent", progress=False)
+    cfg = SMALL.model_copy(update={"item_ids": True})  # the default: the target's ID table is seeded too
+    parent, _ = pretrain(aux, cfg, train, checkpoint_dir=tmp_path / "parent", progress=False)
     checkpoint.save(tmp_path / "parent", parent, {"feature_dims": merge(aux).feature_dims, "n_items": merge(aux).n_items})
+    assert parent.items.ids is None  # pre-training never has item IDs
     for method in ("scratch", "relearn"):
         runs = []
         for noise in (1, 1000):  # other work in the same process in between
             torch.rand(noise)
             np.random.default_rng().random(noise)
-            model, result = adapt(method, target, SMALL, train, tmp_path / "parent" if method != "scratch" else None,
+            model, result = adapt(method, target, cfg, train, tmp_path / "parent" if method != "scratch" else None,
                                   progress=False)
+            assert model.items.ids is not None, method
             runs.append((model.state_dict(), result))
         (first, a), (second, b) = runs
         assert all(torch.equal(first[k], second[k]) for k in first), method
