@@ -200,6 +200,16 @@ class ModelConfig(_Section):
         "cosine", description="cosine over `temperature` (ANT), or a dot product (SASRec)")
     temperature: float = Field(0.07, gt=0, description="tau of the cosine scores")
 
+    def for_pretraining(self) -> "ModelConfig":
+        """This architecture as a pre-training builds it: never with item IDs (`item_ids` is for
+        target models; the auxiliary catalogues' IDs cannot transfer)."""
+        return self.model_copy(update={"item_ids": False})
+
+    def on_target(self, parent: "ModelConfig") -> "ModelConfig":
+        """A pre-trained `parent`'s architecture as this config adapts it to a target: with this
+        config's `item_ids` (true: a fresh item-ID table for the target)."""
+        return parent.model_copy(update={"item_ids": self.item_ids})
+
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.width % self.heads:

@@ -37,7 +37,7 @@ def pretrain(domains: list[DomainData], model_cfg: ModelConfig, train_cfg: Train
     catalogues' IDs cannot transfer."""
     data = merge(domains)
     seed_everything(train_cfg)  # the initial weights are the seed's, whatever ran before in this process
-    model = ANT(data.feature_dims, model_cfg.model_copy(update={"item_ids": False}), data.n_items)  # IDs: per target
+    model = ANT(data.feature_dims, model_cfg.for_pretraining(), data.n_items)
     return model, fit(model, data, train_cfg, "in_batch", checkpoint_dir, progress)
 
 
@@ -54,7 +54,7 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: P
     if pretrained is None:
         raise ValueError(f"method {method!r} needs a pre-trained model")
     meta = checkpoint.read_meta(pretrained)
-    cfg = checkpoint.model_config(meta, pretrained).model_copy(update={"item_ids": model_cfg.item_ids})
+    cfg = model_cfg.on_target(checkpoint.model_config(meta, pretrained))
     theirs = checkpoint.feature_dims(meta, pretrained)
     ours = {m: target.feature_dims.get(m) for m in cfg.modalities}
     if ours != {m: theirs[m] for m in cfg.modalities}:

@@ -94,7 +94,7 @@ def pretrain_plan(ctx: Context, domains: list[str], kind: str = "ant") -> Plan:
         raise WarehouseError("no pre-training domains: name them in `auxiliary` (or with --domain)")
     requested = ["text"] if kind == "text-only" else ctx.config.model.modalities
     chosen, dims = modality_rules.resolve(ctx, domains, requested)
-    model = ctx.config.model.model_copy(update={"modalities": chosen, "item_ids": False})  # IDs are per target
+    model = ctx.config.model.model_copy(update={"modalities": chosen}).for_pretraining()
     lineage = {"kind": kind, "model": model_lineage(model), "train": ctx.config.pretrain.model_dump(),
                "dims": dims, "data": _data(ctx, domains, chosen), "code": CODE_VERSION}
     version = version_of(lineage)
@@ -167,7 +167,7 @@ def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
     model = config.architecture(method)
     if spec.parent is not None:
         parent = find_parent(ctx, method, pretrained)
-        model = ModelConfig(**parent["lineage"]["model"]).model_copy(update={"item_ids": config.model.item_ids})
+        model = config.model.on_target(ModelConfig(**parent["lineage"]["model"]))
         dims = parent["lineage"]["dims"]
         modality_rules.check_target(ctx, target, model.modalities)
     elif model.modalities == []:  # item IDs only (sasrec)
