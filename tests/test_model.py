@@ -75,14 +75,14 @@ def test_fusion_and_ablation_switches():
     dims = {"text": 5, "image": 7, "price": 4}
     model = ANT(dims, SMALL, n_items=3).eval()
     feats = {m: torch.randn(2, d) for m, d in dims.items()}
+    def fused(parts):  # sum of the modalities plus the image-text product (ANT's fusion)
+        return parts["image"] + parts["text"] + parts["price"] + SMALL.fusion_beta * parts["image"] * parts["text"]
+
     out, parts = model.items(feats, torch.tensor([1, 2]))
-    expected = parts["image"] + parts["text"] + parts["price"] + SMALL.fusion_beta * parts["image"] * parts["text"]
-    assert torch.allclose(out, expected, atol=1e-6) and model.items.ids is None
+    assert torch.allclose(out, fused(parts), atol=1e-6) and model.items.ids is None
     transductive = ANT(dims, SMALL.model_copy(update={"item_ids": True}), n_items=3).eval()
     out, parts = transductive.items(feats, torch.tensor([1, 2]))
-    assert torch.allclose(out, parts["image"] + parts["text"] + parts["price"]
-                          + SMALL.fusion_beta * parts["image"] * parts["text"]
-                          + transductive.items.ids(torch.tensor([1, 2])), atol=1e-6)
+    assert torch.allclose(out, fused(parts) + transductive.items.ids(torch.tensor([1, 2])), atol=1e-6)
     assert isinstance(model.items.adaptors["price"].experts[0], LinearExpert)
     assert isinstance(model.items.adaptors["text"].experts[0], WhiteningExpert)
     no_product = ANT(dims, SMALL.model_copy(update={"fusion_product": False}), 3).eval()
