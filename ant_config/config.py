@@ -275,6 +275,9 @@ class Relearn(_Section):
     was significantly below scratch on a real target (Office, three seeds) and below this
     setting on Office and CDs (README, 'Transfer on real categories')."""
 
+    reset_positions: bool | None = Field(
+        None, description="re-initialise the position embedding: null (as before the setting existed) or true, as "
+                          "the authors' finetune.py does; false keeps the pre-trained positions")
     reset_norm: bool = Field(False, description="also re-initialise the input LayerNorm")
     transformer_lr_scale: float = Field(
         0.1, ge=0, description="the Transformer trains at adapt.lr × this; 0: it stays frozen (the paper's ANT)")

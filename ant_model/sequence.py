@@ -49,10 +49,11 @@ class SequenceEncoder(nn.Module):
             init_normal(self.layers, cfg.init_std)
         nn.init.normal_(self.position.weight, std=cfg.init_std)
 
-    def reset_embedding(self, norm: bool) -> None:
-        """Re-initialise what re-learning re-learns on the sequence side: the positions, and
-        the input LayerNorm when `norm` (the authors keep the pre-trained one)."""
-        nn.init.normal_(self.position.weight, std=self.cfg.init_std)
+    def reset_embedding(self, positions: bool, norm: bool) -> None:
+        """Re-initialise what re-learning re-learns on the sequence side: the positions when
+        `positions` (the authors do), the input LayerNorm when `norm` (the authors keep it)."""
+        if positions:
+            nn.init.normal_(self.position.weight, std=self.cfg.init_std)
         if norm:
             self.norm.reset_parameters()
 

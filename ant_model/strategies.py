@@ -12,8 +12,9 @@
 | pop, random       | no parameters: sanity baselines (ant_model.baselines)                |
 
 (*) `Relearn.transformer_lr_scale`; 0 freezes it, as the paper does. `Relearn.reset_norm`
-re-initialises the input norm too. With `model.item_ids` (transductive) every method but the
-sanity baselines adds a fresh item-ID table for the target.
+re-initialises the input norm too; `Relearn.reset_positions: false` keeps the pre-trained
+positions. With `model.item_ids` (transductive) every method but the sanity baselines adds a
+fresh item-ID table for the target.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: P
     checkpoint.load_weights(pretrained, model, strict=not cfg.item_ids)
     if method == "relearn":
         model.items.reset_parameters()
-        model.sequence.reset_embedding(norm=relearn.reset_norm)
+        model.sequence.reset_embedding(positions=relearn.reset_positions is not False, norm=relearn.reset_norm)
     if method == "finetune-frozen" or (method == "relearn" and relearn.transformer_lr_scale == 0):
         for p in model.sequence.layers.parameters():
             p.requires_grad_(False)

@@ -177,7 +177,7 @@ def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
         model = model.model_copy(update={"modalities": chosen})
     lineage = {"method": method, "model": model_lineage(model), "train": train.model_dump(), "dims": dims,
                "data": _data(ctx, [target], model.modalities),
-               "relearn": config.relearn.model_dump() if method == "relearn" else None,
+               "relearn": config.relearn.model_dump(exclude_none=True) if method == "relearn" else None,
                "parent": parent["version"] if parent else None, "code": CODE_VERSION}
     version = version_of(lineage)
     return Plan(version, adapt_folder(ctx, target, method, version), "adapt", method, [target],

@@ -298,6 +298,8 @@ def test_relearn_keeps_the_transformer_and_reinitialises_the_item_side(bench, tm
     assert all(not p.requires_grad for p in relearn.sequence.layers.parameters())
     assert all(p.requires_grad for p in relearn.items.parameters())
     assert all(torch.equal(t, saved[n]) for n, t in finetune.state_dict().items())
+    kept = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(reset_positions=False))
+    assert torch.equal(kept.sequence.position.weight, saved["sequence.position.weight"])
     assert all(p.requires_grad for p in finetune.parameters())
     assert set(source) == set(saved)
 
