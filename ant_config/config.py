@@ -279,6 +279,9 @@ class Relearn(_Section):
         None, description="re-initialise the position embedding: null (as before the setting existed) or true, as "
                           "the authors' finetune.py does; false keeps the pre-trained positions")
     reset_norm: bool = Field(False, description="also re-initialise the input LayerNorm")
+    expert_init: Literal["normal", "xavier"] | None = Field(
+        None, description="how re-initialised experts are drawn: null (as before the setting existed) or normal: "
+                          "N(0, model.init_std), as at construction; xavier: Xavier normal, the authors' finetune.py")
     transformer_lr_scale: float = Field(
         0.1, ge=0, description="the Transformer trains at adapt.lr × this; 0: it stays frozen (the paper's ANT)")
 

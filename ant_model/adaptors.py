@@ -96,3 +96,12 @@ def make_adaptor(modality: str, in_dim: int, out_dim: int, n_experts: int, moe: 
         return LinearExpert(in_dim, out_dim, dropout, init_std)
     return MoEAdaptor(in_dim, out_dim, n_experts, whitening=modality != "price", dropout=dropout,
                       init_std=init_std)
+
+
+def redraw_experts_xavier(module: nn.Module) -> None:
+    """Re-draw the projection of every expert inside `module` from Xavier normal
+    (std = sqrt(2 / (in + out)): 0.0625 for 384 → 128 against `init_std` 0.02), as the authors'
+    finetune.py re-initialises them (their `Whitening._init_weights`); biases stay as they are."""
+    for m in module.modules():
+        if isinstance(m, (WhiteningExpert, LinearExpert)):
+            nn.init.xavier_normal_(m.proj.weight)

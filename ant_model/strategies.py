@@ -13,8 +13,9 @@
 
 (*) `Relearn.transformer_lr_scale`; 0 freezes it, as the paper does. `Relearn.reset_norm`
 re-initialises the input norm too; `Relearn.reset_positions: false` keeps the pre-trained
-positions. With `model.item_ids` (transductive) every method but the sanity baselines adds a
-fresh item-ID table for the target.
+positions; `Relearn.expert_init: xavier` re-draws the experts as the authors do. With
+`model.item_ids` (transductive) every method but the sanity baselines adds a fresh item-ID
+table for the target.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from ant_config import ModelConfig, Relearn, TrainConfig
 from ant_config.protocol import method as method_spec
 from ant_model import checkpoint
+from ant_model.adaptors import redraw_experts_xavier
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import DomainData, merge
 from ant_model.model import ANT
@@ -66,6 +68,8 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: P
     checkpoint.load_weights(pretrained, model, strict=not cfg.item_ids)
     if method == "relearn":
         model.items.reset_parameters()
+        if relearn.expert_init == "xavier":
+            redraw_experts_xavier(model.items)
         model.sequence.reset_embedding(positions=relearn.reset_positions is not False, norm=relearn.reset_norm)
     if method == "finetune-frozen" or (method == "relearn" and relearn.transformer_lr_scale == 0):
         for p in model.sequence.layers.parameters():

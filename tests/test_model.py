@@ -11,7 +11,7 @@ import torch
 
 from ant_config import AntConfig, ModelConfig, Relearn, TrainConfig
 from ant_model import checkpoint
-from ant_model.adaptors import LinearExpert, MoEAdaptor, UniformDropout, WhiteningExpert
+from ant_model.adaptors import LinearExpert, MoEAdaptor, UniformDropout, WhiteningExpert, redraw_experts_xavier
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import merge, training_batches, windows
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
@@ -30,6 +30,20 @@ QUICK = TrainConfig(epochs=2, batch_size=64, patience=5)
 @pytest.fixture(scope="module")
 def bench():
     return make_benchmark(seed=1, aux_users=120, target_users=40, n_types=8, items_per_type=3)
+
+
+def test_experts_redrawn_as_the_authors_do_follow_xavier_normal():
+    torch.manual_seed(0)
+    moe = MoEAdaptor(384, 128, n_experts=4, whitening=True, dropout=0.0, init_std=0.02)
+    price = LinearExpert(64, 128, dropout=0.0, init_std=0.02)
+    with torch.no_grad():
+        price.proj.bias.fill_(1.0)
+    redraw_experts_xavier(torch.nn.ModuleList([moe, price]))
+    weights = torch.cat([e.proj.weight.flatten() for e in moe.experts])
+    assert weights.std().item() == pytest.approx(math.sqrt(2 / (384 + 128)), rel=0.02)  # 0.0625, not 0.02
+    assert price.proj.weight.std().item() == pytest.approx(math.sqrt(2 / (64 + 128)), rel=0.05)
+    assert torch.all(price.proj.bias == 1.0)  # biases stay as they are
+    assert torch.all(moe.w_gate == 0)  # gates still start uniform
 
 
 def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
@@ -300,6 +314,9 @@ def test_relearn_keeps_the_transformer_and_reinitialises_the_item_side(bench, tm
     assert all(torch.equal(t, saved[n]) for n, t in finetune.state_dict().items())
     kept = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(reset_positions=False))
     assert torch.equal(kept.sequence.position.weight, saved["sequence.position.weight"])
+    xavier = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(expert_init="xavier"))
+    drawn = {n: t for n, t in xavier.state_dict().items() if n.startswith("items.") and n.endswith("proj.weight")}
+    assert drawn and all(not torch.equal(t, relearn.state_dict()[n]) for n, t in drawn.items())
     assert all(p.requires_grad for p in finetune.parameters())
     assert set(source) == set(saved)
 
