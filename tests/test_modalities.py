@@ -88,14 +88,14 @@ def test_default_parent_has_the_configs_architecture(home):
 def test_an_optional_setting_left_at_null_keeps_every_version(home):
     """`ffn_dropout: null` (PyTorch's behaviour, as before the setting existed) adds nothing to a
     lineage, so models trained before it keep their versions; 0.0 is another architecture. So
-    for re-learning's `reset_positions: null` (re-initialised, as before it existed)."""
+    for re-learning's `reset_positions` and `expert_init` at null (their behaviour before them)."""
     default, recbole_like = context(home), context(home, model={"ffn_dropout": 0.0})
     plan = pretrain_plan(default, ["Scientific"])
     assert "ffn_dropout" not in plan.lineage["model"]
     assert pretrain_plan(recbole_like, ["Scientific"]).version != plan.version
     run_pretrain(default, plan)
     relearn = adapt_plan(default, "Scientific", "relearn")
-    assert "reset_positions" not in relearn.lineage["relearn"]
+    assert not {"reset_positions", "expert_init"} & set(relearn.lineage["relearn"])
     kept = context(home, relearn={"reset_positions": False})
     assert adapt_plan(kept, "Scientific", "relearn").version != relearn.version
     with pytest.raises(WarehouseError, match="has ffn_dropout None \\(config: 0.0\\)"):
