@@ -13,7 +13,7 @@
 
 (*) `Relearn.transformer_lr_scale`; 0 freezes it, as the paper does. `Relearn.reset_norm`
 re-initialises the input norm too; `Relearn.reset_positions: false` keeps the pre-trained
-positions; `Relearn.expert_init: xavier` re-draws the experts as the authors do. With
+positions; `Relearn.draw` says whether the experts are re-drawn as the authors do. With
 `model.item_ids` (transductive) every method but the sanity baselines adds a fresh item-ID
 table for the target.
 """
@@ -68,7 +68,7 @@ def build(method: str, target: DomainData, model_cfg: ModelConfig, pretrained: P
     checkpoint.load_weights(pretrained, model, strict=not cfg.item_ids)
     if method == "relearn":
         model.items.reset_parameters()
-        if relearn.expert_init == "xavier":
+        if relearn.draw(cfg.item_ids) == "xavier":
             redraw_experts_xavier(model.items)
         model.sequence.reset_embedding(positions=relearn.reset_positions is not False, norm=relearn.reset_norm)
     if method == "finetune-frozen" or (method == "relearn" and relearn.transformer_lr_scale == 0):

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ant_config import ModelConfig, TrainConfig
+from ant_config import ModelConfig, Relearn, TrainConfig
 from ant_config.protocol import method as method_spec
 from services import modalities as modality_rules
 from services.context import Context
@@ -73,6 +73,14 @@ def model_lineage(model: ModelConfig) -> dict:
     setting existed, e.g. `ffn_dropout`) is left out, so adding an optional setting keeps the
     version of every model trained before it."""
     return model.model_dump(exclude_none=True)
+
+
+def relearn_lineage(relearn: Relearn, item_ids: bool) -> dict:
+    """What re-learning resets, as a lineage records it: the draw of the experts only when it is
+    Xavier, and a setting left at null left out (both as before the settings existed), so runs
+    trained before them keep their versions."""
+    out = relearn.model_dump(exclude={"expert_init"}, exclude_none=True)
+    return out | {"expert_init": "xavier"} if relearn.draw(item_ids) == "xavier" else out
 
 
 def adapt_folder(ctx: Context, target: str, method: str, version: str) -> Path:
@@ -177,7 +185,7 @@ def adapt_plan(ctx: Context, target: str, method: str, seed: int | None = None,
         model = model.model_copy(update={"modalities": chosen})
     lineage = {"method": method, "model": model_lineage(model), "train": train.model_dump(), "dims": dims,
                "data": _data(ctx, [target], model.modalities),
-               "relearn": config.relearn.model_dump(exclude_none=True) if method == "relearn" else None,
+               "relearn": relearn_lineage(config.relearn, model.item_ids) if method == "relearn" else None,
                "parent": parent["version"] if parent else None, "code": CODE_VERSION}
     version = version_of(lineage)
     return Plan(version, adapt_folder(ctx, target, method, version), "adapt", method, [target],

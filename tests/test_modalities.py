@@ -88,8 +88,8 @@ def test_default_parent_has_the_configs_architecture(home):
 def test_an_optional_setting_left_at_null_keeps_every_version(home):
     """`ffn_dropout: null` (PyTorch's behaviour, as before the setting existed) adds nothing to a
     lineage, so models trained before it keep their versions; 0.0 is another architecture. So
-    for re-learning's `reset_positions` at null and `expert_init` at normal (their behaviour
-    before them); the default `expert_init: xavier` is a new version."""
+    for re-learning's `reset_positions` at null and its experts drawn from N(0, 0.02) (their
+    behaviour before them); the Xavier draw, the default with item IDs, is a new version."""
     default, recbole_like = context(home), context(home, model={"ffn_dropout": 0.0})
     plan = pretrain_plan(default, ["Scientific"])
     assert "ffn_dropout" not in plan.lineage["model"]
@@ -98,7 +98,8 @@ def test_an_optional_setting_left_at_null_keeps_every_version(home):
     before = context(home, relearn={"expert_init": "normal"})
     relearn = adapt_plan(before, "Scientific", "relearn")
     assert not {"reset_positions", "expert_init"} & set(relearn.lineage["relearn"])
-    assert adapt_plan(context(home, relearn={"expert_init": None}), "Scientific", "relearn").version == relearn.version
+    inductive = adapt_plan(context(home, model={"item_ids": False}), "Scientific", "relearn")
+    assert "expert_init" not in inductive.lineage["relearn"]  # null: normal without item IDs
     assert adapt_plan(default, "Scientific", "relearn").lineage["relearn"]["expert_init"] == "xavier"
     kept = context(home, relearn={"expert_init": "normal", "reset_positions": False})
     assert adapt_plan(kept, "Scientific", "relearn").version != relearn.version

@@ -314,11 +314,12 @@ def test_relearn_keeps_the_transformer_and_reinitialises_the_item_side(bench, tm
     assert all(torch.equal(t, saved[n]) for n, t in finetune.state_dict().items())
     kept = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(reset_positions=False))
     assert torch.equal(kept.sequence.position.weight, saved["sequence.position.weight"])
-    normal = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(expert_init="normal"))
-    text_dim = target.feature_dims["text"]
-    for model, std in ((relearn, math.sqrt(2 / (text_dim + SMALL.width))), (normal, SMALL.init_std)):
+    xavier = build("relearn", target, SMALL, tmp_path / "pre" / "best", Relearn(expert_init="xavier"))
+    with_ids = build("relearn", target, SMALL.model_copy(update={"item_ids": True}), tmp_path / "pre" / "best")
+    xavier_std = math.sqrt(2 / (target.feature_dims["text"] + SMALL.width))
+    for model, std in ((relearn, SMALL.init_std), (xavier, xavier_std), (with_ids, xavier_std)):
         drawn = torch.cat([e.proj.weight.flatten() for e in model.items.adaptors["text"].experts])
-        assert drawn.std().item() == pytest.approx(std, rel=0.15)  # by default Xavier normal, as the authors
+        assert drawn.std().item() == pytest.approx(std, rel=0.15)  # by default Xavier with item IDs only
     assert all(p.requires_grad for p in finetune.parameters())
     assert set(source) == set(saved)
 
