@@ -80,7 +80,7 @@ def relearn_lineage(relearn: Relearn, item_ids: bool) -> dict:
     Xavier, and a setting left at null left out (both as before the settings existed), so runs
     trained before them keep their versions."""
     out = relearn.model_dump(exclude={"expert_init"}, exclude_none=True)
-    return out | {"expert_init": "xavier"} if relearn.draw(item_ids) == "xavier" else out
+    return (out | {"expert_init": "xavier"}) if relearn.draw(item_ids) == "xavier" else out
 
 
 def adapt_folder(ctx: Context, target: str, method: str, version: str) -> Path:
