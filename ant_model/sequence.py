@@ -2,7 +2,9 @@
 
 `LayerNorm(item + position)`, dropout, then post-norm causal Transformer layers (GELU); inside
 the feed-forward block, dropout at `ffn_dropout` (PyTorch's layer uses `dropout`; RecBole's
-TransformerEncoder, which SASRec and UniSRec use, none).
+TransformerEncoder, which SASRec and UniSRec use, none). Every dropout but the attention
+weights' (inside PyTorch's attention; [B, heads, T, T] where the others are [B, T, width]) is a
+`UniformDropout`: the same distribution, drawn 4.5× faster on the CPU.
 Positions are drawn from N(0, init_std); the Transformer layers keep PyTorch's initialisation,
 or (`transformer_init: normal`) draw every weight from N(0, init_std) with zero biases, as
 RecBole's SASRec and the ANT authors' code do. Sequences are right-padded; the output at every
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from ant_config import ModelConfig
+from ant_model.dropout import UniformDropout
 
 
 def init_normal(module: nn.Module, std: float) -> None:
@@ -38,12 +41,14 @@ class SequenceEncoder(nn.Module):
         self.cfg = cfg
         self.position = nn.Embedding(cfg.max_seq_len, cfg.width)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.embedding_dropout)
+        self.dropout = UniformDropout(cfg.embedding_dropout)
         layer = nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.ffn_width, cfg.dropout,
                                            activation="gelu", batch_first=True,
                                            layer_norm_eps=cfg.layer_norm_eps)
-        if cfg.ffn_dropout is not None:  # PyTorch's layer drops between linear1 and linear2 at `dropout`
-            layer.dropout = nn.Dropout(cfg.ffn_dropout)
+        # PyTorch's layer drops between linear1 and linear2 at `dropout` unless ffn_dropout is set
+        ffn_dropout = cfg.dropout if cfg.ffn_dropout is None else cfg.ffn_dropout
+        layer.dropout, layer.dropout1, layer.dropout2 = (UniformDropout(p) for p in (ffn_dropout, cfg.dropout,
+                                                                                     cfg.dropout))
         self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         if cfg.transformer_init == "normal":
             init_normal(self.layers, cfg.init_std)

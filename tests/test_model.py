@@ -8,12 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from ant_config import AntConfig, ModelConfig, Relearn, TrainConfig
 from ant_model import checkpoint
-from ant_model.adaptors import LinearExpert, MoEAdaptor, UniformDropout, WhiteningExpert, redraw_experts_xavier
+from ant_model.adaptors import LinearExpert, MoEAdaptor, WhiteningExpert, redraw_experts_xavier
 from ant_model.baselines import popularity_scorer, random_scorer
 from ant_model.data import merge, training_batches, windows
+from ant_model.dropout import UniformDropout
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
 from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
 from ant_model.model import ANT
@@ -62,7 +64,7 @@ def test_moe_gates_start_uniform_and_are_noisy_only_in_training():
     assert torch.allclose(mixed, manual, atol=1e-6)
 
 
-def test_adaptor_dropout_is_dropout():
+def test_uniform_dropout_is_dropout():
     """Each element zeroed with probability p and the rest scaled by 1 / (1 - p), independently
     per element and per call; the identity in eval mode."""
     torch.manual_seed(0)
@@ -74,6 +76,20 @@ def test_adaptor_dropout_is_dropout():
     assert abs(((a == 0) & (b == 0)).float().mean().item() - 0.04) < 0.002  # independent calls
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(UniformDropout(0.0).train()(x), x)
+
+
+def test_every_dropout_of_the_model_but_attention_is_uniform_at_its_configured_rate():
+    """nn.Dropout's bernoulli_ masks cost 4.5x uniform ones on the CPU: none is left in the model
+    (the attention weights' dropout, inside PyTorch's attention, aside)."""
+    cfg = SMALL.model_copy(update={"dropout": 0.3, "embedding_dropout": 0.4, "ffn_dropout": 0.1,
+                                   "adaptor_dropout": 0.2})
+    model = ANT({"text": 4, "price": 2}, cfg.model_copy(update={"modalities": ["text", "price"]}), n_items=4)
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(type(m) is UniformDropout for m in drops)
+    assert model.sequence.dropout.p == 0.4
+    for layer in model.sequence.layers.layers:
+        assert (layer.dropout1.p, layer.dropout.p, layer.dropout2.p, layer.self_attn.dropout) == (0.3, 0.1, 0.3, 0.3)
+    assert {m.p for m in model.items.modules() if isinstance(m, nn.Dropout)} == {0.2}
 
 
 def test_whitening_expert_is_projection_of_centred_input():
