@@ -15,9 +15,10 @@ At paper scale, ANT itself with text, image and price features (512, 512, 64 wid
 
     python bench/train.py --items 1000000 --users 1000000 [--steps 20]
 
-times --steps steps of pre-training (in-batch InfoNCE) and of adaptation (a catalogue this
-large trains on sampled negatives; the full softmax would be chunked by train.max_logits) and
-prints s/step, steps per epoch, the s/epoch they imply, and peak RSS.
+times --steps steps of pre-training (in-batch InfoNCE, no item IDs, as the pipeline pre-trains)
+and of adaptation, inductive and with item IDs (a catalogue this large trains on sampled
+negatives; the full softmax would be chunked by train.max_logits), and prints s/step, steps per
+epoch, the s/epoch they imply, and the peak RSS after each.
 
 Time to converge (seconds to the best validation epoch, and the test quality there, per method
 and seed) is a quality question, so `bench/quality.py` prints it beside the metrics.
@@ -126,20 +127,30 @@ def small(device: torch.device, args, data: DomainData) -> None:
         print(f"[{device}] peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def scale(device: torch.device, args, data: DomainData) -> None:
-    """Steps of pre-training and adaptation of ANT on a paper-sized catalogue."""
-    cfg_model = ModelConfig(width=args.width, ffn_width=args.width, modalities=list(DIMS))
+    """Steps of pre-training and adaptation of ANT on a paper-sized catalogue, each model built as
+    the pipeline builds it: pre-training never has item IDs; adaptation is timed inductive
+    (`model.item_ids: false`) and then with an ID for every item (the default), whose table, its
+    gradient and Adam's two moments add 4 × items × width floats. Prints the peak RSS after each."""
+    base = ModelConfig(width=args.width, ffn_width=args.width, modalities=list(DIMS))
     train_cfg = TrainConfig(batch_size=args.batch_size)
     features = data.tensors(device)
     has_image = torch.from_numpy(data.has["image"]).to(device)
     q = negative_distribution(data).to(device)
     log_q = q.log()
-    model = ANT(data.feature_dims, cfg_model, data.n_items).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps_per_epoch = sum(1 for _ in training_batches(data.train, train_cfg.batch_size, cfg_model.max_seq_len,
+    steps_per_epoch = sum(1 for _ in training_batches(data.train, train_cfg.batch_size, base.max_seq_len,
                                                       np.random.default_rng(0)))
     objective = "sampled" if data.n_items > train_cfg.sampled_softmax_above else "full"
-    for name, kind in (("pre-training", "in_batch"), (f"adaptation ({objective} softmax)", objective)):
+    phases = (("pre-training", "in_batch", base.for_pretraining()),
+              (f"adaptation, inductive ({objective} softmax)", objective, base.model_copy(update={"item_ids": False})),
+              (f"adaptation, item IDs ({objective} softmax)", objective, base.model_copy(update={"item_ids": True})))
+    for name, kind, cfg_model in phases:
+        model = ANT(data.feature_dims, cfg_model, data.n_items).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = training_batches(data.train, train_cfg.batch_size, cfg_model.max_seq_len, np.random.default_rng(1))
         seconds = []
         for step, (inputs, targets) in zip(range(args.steps + 1), batches):
@@ -156,7 +167,9 @@ def scale(device: torch.device, args, data: DomainData) -> None:
                 seconds.append(time.monotonic() - started)
         per_step = float(np.mean(seconds))
         print(f"[{device}] {name}: {per_step:.3f} s/step × {steps_per_epoch:,} steps/epoch = "
-              f"{per_step * steps_per_epoch / 3600:.2f} h/epoch ({train_cfg.batch_size / per_step:,.0f} examples/s)")
+              f"{per_step * steps_per_epoch / 3600:.2f} h/epoch ({train_cfg.batch_size / per_step:,.0f} examples/s); "
+              f"peak RSS so far {peak_rss_mb():,.0f} MB")
+        del model, optimizer
 
 
 def main() -> None:
@@ -181,7 +194,7 @@ def main() -> None:
     devices = [args.device] if args.device != "auto" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         (scale if at_scale else small)(pick_device(device), args, data)
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    print(f"peak RSS: {peak_rss_mb():,.0f} MB")
 
 
 if __name__ == "__main__":
