@@ -76,7 +76,8 @@ class SequenceEncoder(nn.Module):
         for bucket in torch.unique(buckets).tolist():
             rows = torch.nonzero(buckets == bucket).squeeze(1)
             length = int(lengths[rows].max())
-            states[rows, :length] = self.encode_padded(items[rows, :length], padding[rows, :length])
+            # index_select's backward adds into the rows; indexing's is a slower accumulating index_put
+            states[rows, :length] = self.encode_padded(items.index_select(0, rows)[:, :length], padding[rows, :length])
         return states
 
     def encode_padded(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:

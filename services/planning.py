@@ -23,7 +23,7 @@ from ant_config.releases import check_name
 from warehouse.store import WarehouseError, under
 
 # Bump when a change to the code changes what a run produces: every version changes with it.
-CODE_VERSION = 7  # 7: the Transformer's dropout drawn as uniform >= p; 6: patience counts once validation beats most-popular; 5: adaptor dropout drawn as uniform >= p; 4: a repeated (seen) target is a miss, non-finite scores rank last, seeded initial weights
+CODE_VERSION = 8  # 8: item vectors gathered with a deterministic backward (F.embedding); 7: the Transformer's dropout drawn as uniform >= p; 6: patience counts once validation beats most-popular; 5: adaptor dropout drawn as uniform >= p; 4: a repeated (seen) target is a miss, non-finite scores rank last, seeded initial weights
 PRETRAIN_KINDS = ("ant", "text-only")
 # Settings a pre-trained model does not fix: its modalities are resolved from the data, and
 # item IDs (transductive) exist only on a target.

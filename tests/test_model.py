@@ -18,7 +18,7 @@ from ant_model.data import merge, training_batches, windows
 from ant_model.dropout import UniformDropout
 from ant_model.evaluate import Evaluation, paired_bootstrap, rank_targets
 from ant_model.losses import cosine_logits, distinct_targets, full_softmax, in_batch_infonce, sampled_softmax
-from ant_model.model import ANT
+from ant_model.model import ANT, gather
 from ant_model.strategies import TRANSFORMER, adapt, build, learning_rate_scales, pretrain
 from ant_model.train import _param_groups, fit
 from ant_model.synthetic import make_benchmark
@@ -90,6 +90,25 @@ def test_every_dropout_of_the_model_but_attention_is_uniform_at_its_configured_r
     for layer in model.sequence.layers.layers:
         assert (layer.dropout1.p, layer.dropout.p, layer.dropout2.p, layer.self_attn.dropout) == (0.3, 0.1, 0.3, 0.3)
     assert {m.p for m in model.items.modules() if isinstance(m, nn.Dropout)} == {0.2}
+
+
+def test_gathered_item_vectors_have_the_same_gradient_every_time():
+    """Items repeat within a batch. Indexing summed their gradients in an order that varied from
+    run to run on the CPU (20 different gradients in 20 backward passes of this batch), so one
+    version trained twice gave two models; the model gathers with a deterministic backward."""
+    torch.manual_seed(0)
+    cfg = SMALL.model_copy(update={"modalities": ["text"], "item_ids": False, "width": 32, "ffn_width": 32,
+                                   "max_seq_len": 20})
+    model = ANT({"text": 4}, cfg, n_items=200).eval()  # no dropout: only the gather could vary
+    vectors = torch.randn(201, 32, requires_grad=True)
+    sequences = torch.randint(1, 201, (300, 20))
+    assert torch.equal(gather(vectors, sequences), vectors[sequences])
+    gradients = set()
+    for _ in range(10):
+        vectors.grad = None
+        model.states(vectors, sequences).square().sum().backward()
+        gradients.add(vectors.grad.numpy().tobytes())
+    assert len(gradients) == 1
 
 
 def test_whitening_expert_is_projection_of_centred_input():
