@@ -38,7 +38,7 @@ from ant_model.data import DomainData, training_batches
 from ant_model.device import pick_device
 from ant_model.evaluate import rank_targets
 from ant_model.losses import full_softmax
-from ant_model.model import ANT
+from ant_model.model import ANT, gather
 from ant_model.train import negative_distribution
 
 DIMS = {"text": 512, "image": 512, "price": 64}
@@ -86,7 +86,7 @@ def epoch_expanded(model, features, data, cfg, optimizer, device, rng):
     for inputs, targets, lengths in expanded_batches(data, cfg.batch_size, model.cfg.max_seq_len, rng):
         inputs, targets, lengths = inputs.to(device), targets.to(device), lengths.to(device)
         items = model.all_items(features, device)
-        padded = model.sequence.encode_padded(items[inputs], inputs == 0)  # all L positions, as RecBole does
+        padded = model.sequence.encode_padded(gather(items, inputs), inputs == 0)  # all L positions, as RecBole does
         states = padded[torch.arange(len(inputs), device=device), lengths - 1]
         loss = full_softmax(states, targets, items, model.scores)
         optimizer.zero_grad()
